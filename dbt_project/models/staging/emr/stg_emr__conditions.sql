@@ -1,0 +1,23 @@
+with current_rows as (
+    {{ current_extract_rows('conditions', ['patient_id', 'code', 'onset_date']) }}
+),
+
+renamed as (
+    select
+        {{ source_key(['patient_id', 'code', 'onset_date']) }} as condition_key,
+        source_system,
+        location_id_loaded as source_location_id,
+        patient_id,
+        code,
+        code_system,
+        onset_date,
+        resolved_date,
+        encounter_id,
+        description,
+        extra as source_extra,
+        extract_date,
+        load_id
+    from current_rows
+)
+
+select * from renamed

@@ -1,0 +1,21 @@
+with current_rows as (
+    {{ current_extract_rows('contact_preferences', ['patient_id', 'channel', 'effective_date']) }}
+),
+
+renamed as (
+    select
+        {{ source_key(['patient_id', 'channel', 'effective_date']) }} as contact_preference_key,
+        source_system,
+        location_id_loaded as source_location_id,
+        patient_id,
+        channel,
+        status,
+        effective_date,
+        source,
+        extra as source_extra,
+        extract_date,
+        load_id
+    from current_rows
+)
+
+select * from renamed

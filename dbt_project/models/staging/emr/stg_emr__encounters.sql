@@ -1,0 +1,25 @@
+with current_rows as (
+    {{ current_extract_rows('encounters', ['encounter_id']) }}
+),
+
+renamed as (
+    select
+        {{ source_key(['encounter_id']) }} as encounter_key,
+        source_system,
+        location_id_loaded as source_location_id,
+        encounter_id,
+        patient_id,
+        encounter_date,
+        visit_type_code,
+        visit_type_system,
+        encounter_class,
+        description,
+        provider_id,
+        coalesce(location_id, location_id_loaded) as location_id,
+        extra as source_extra,
+        extract_date,
+        load_id
+    from current_rows
+)
+
+select * from renamed

@@ -1,0 +1,21 @@
+with current_rows as (
+    {{ current_extract_rows('holds', ['patient_id', 'hold_type', 'start_date']) }}
+),
+
+renamed as (
+    select
+        {{ source_key(['patient_id', 'hold_type', 'start_date']) }} as hold_key,
+        source_system,
+        location_id_loaded as source_location_id,
+        patient_id,
+        hold_type,
+        start_date,
+        end_date,
+        reason,
+        extra as source_extra,
+        extract_date,
+        load_id
+    from current_rows
+)
+
+select * from renamed

@@ -1,0 +1,26 @@
+with current_rows as (
+    {{ current_extract_rows('locations', ['location_id']) }}
+),
+
+renamed as (
+    select
+        {{ source_key(['location_id']) }} as location_key,
+        source_system,
+        location_id_loaded as source_location_id,
+        location_id,
+        name,
+        timezone,
+        phone,
+        address_line,
+        city,
+        state,
+        postal_code,
+        booking_url,
+        phone_e164,
+        extra as source_extra,
+        extract_date,
+        load_id
+    from current_rows
+)
+
+select * from renamed

@@ -1,0 +1,20 @@
+with current_rows as (
+    {{ current_extract_rows('recalls', ['patient_id', 'recall_type', 'due_date']) }}
+),
+
+renamed as (
+    select
+        {{ source_key(['patient_id', 'recall_type', 'due_date']) }} as recall_key,
+        source_system,
+        location_id_loaded as source_location_id,
+        patient_id,
+        recall_type,
+        due_date,
+        recall_id,
+        extra as source_extra,
+        extract_date,
+        load_id
+    from current_rows
+)
+
+select * from renamed

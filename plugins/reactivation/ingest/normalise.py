@@ -1,0 +1,120 @@
+"""Value parsing and normalisation shared by every adapter.
+
+Each parser returns the value to store or raises ``ValueError`` with a short,
+PHI-free reason; the loader turns that into a quarantine row.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+
+import phonenumbers
+
+DEFAULT_DATE_FORMATS = ("%m/%d/%Y", "%m/%d/%y", "%Y%m%d", "%d-%b-%Y", "%d %b %Y", "%Y/%m/%d", "%m-%d-%Y")
+DEFAULT_TIMESTAMP_FORMATS = ("%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %I:%M %p", "%Y%m%d%H%M%S")
+
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+# Pragmatic syntax check (RFC 5322 is looser; this is what messaging providers accept).
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
+
+
+def parse_date(value: str, formats: tuple[str, ...] = DEFAULT_DATE_FORMATS) -> str:
+    """Return an ISO date string. Accepts ISO dates and timestamps, then each format in turn."""
+    if len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        try:
+            return date.fromisoformat(value[:10]).isoformat()
+        except ValueError:
+            raise ValueError("not a valid date") from None
+    for fmt in formats:
+        try:
+            return datetime.strptime(value, fmt).date().isoformat()
+        except ValueError:
+            continue
+    raise ValueError("unrecognised date format")
+
+
+def parse_timestamp(value: str, formats: tuple[str, ...] = DEFAULT_TIMESTAMP_FORMATS) -> str:
+    """Return an ISO timestamp (with offset when the source gave one; naive ones take the load's time zone)."""
+    if len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        try:
+            return datetime.fromisoformat(value).isoformat()
+        except ValueError:
+            raise ValueError("not a valid timestamp") from None
+    for fmt in formats:
+        try:
+            return datetime.strptime(value, fmt).isoformat()
+        except ValueError:
+            continue
+    try:
+        return parse_date(value) + "T00:00:00"
+    except ValueError:
+        raise ValueError("unrecognised timestamp format") from None
+
+
+def parse_boolean(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return "true"
+    if lowered in _FALSE:
+        return "false"
+    raise ValueError("not a boolean (expected true/false, yes/no, 1/0)")
+
+
+def parse_numeric(value: str) -> str:
+    try:
+        number = Decimal(value.replace(",", "") if "," in value else value)
+    except InvalidOperation:
+        raise ValueError("not a number") from None
+    if not number.is_finite():
+        raise ValueError("not a finite number")
+    return str(number)
+
+
+def normalise_phone(value: str | None, region: str = "US") -> tuple[str | None, bool | None]:
+    """(E.164 form, is valid). Unparseable numbers keep no E.164 form and are flagged invalid."""
+    if not value:
+        return None, None
+    try:
+        parsed = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None, False
+    valid = phonenumbers.is_valid_number(parsed)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), valid
+
+
+def normalise_email(value: str | None) -> tuple[str | None, bool | None]:
+    if not value:
+        return None, None
+    cleaned = value.strip()
+    if not _EMAIL.match(cleaned) or ".." in cleaned:
+        return cleaned.lower(), False
+    local, _, domain = cleaned.rpartition("@")
+    return f"{local}@{domain.lower()}", True
+
+
+# IANA zone per US state (the zone most of the state's population lives in).
+STATE_TIMEZONES = {
+    "AL": "America/Chicago", "AK": "America/Anchorage", "AZ": "America/Phoenix", "AR": "America/Chicago",
+    "CA": "America/Los_Angeles", "CO": "America/Denver", "CT": "America/New_York", "DE": "America/New_York",
+    "DC": "America/New_York", "FL": "America/New_York", "GA": "America/New_York", "HI": "Pacific/Honolulu",
+    "ID": "America/Boise", "IL": "America/Chicago", "IN": "America/Indiana/Indianapolis", "IA": "America/Chicago",
+    "KS": "America/Chicago", "KY": "America/New_York", "LA": "America/Chicago", "ME": "America/New_York",
+    "MD": "America/New_York", "MA": "America/New_York", "MI": "America/Detroit", "MN": "America/Chicago",
+    "MS": "America/Chicago", "MO": "America/Chicago", "MT": "America/Denver", "NE": "America/Chicago",
+    "NV": "America/Los_Angeles", "NH": "America/New_York", "NJ": "America/New_York", "NM": "America/Denver",
+    "NY": "America/New_York", "NC": "America/New_York", "ND": "America/Chicago", "OH": "America/New_York",
+    "OK": "America/Chicago", "OR": "America/Los_Angeles", "PA": "America/New_York", "RI": "America/New_York",
+    "SC": "America/New_York", "SD": "America/Chicago", "TN": "America/Chicago", "TX": "America/Chicago",
+    "UT": "America/Denver", "VT": "America/New_York", "VA": "America/New_York", "WA": "America/Los_Angeles",
+    "WV": "America/New_York", "WI": "America/Chicago", "WY": "America/Denver", "PR": "America/Puerto_Rico",
+}  # fmt: skip
+
+
+def timezone_for_state(state: str | None) -> str | None:
+    if not state:
+        return None
+    return STATE_TIMEZONES.get(state.strip().upper()[:2])

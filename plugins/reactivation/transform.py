@@ -1,0 +1,114 @@
+"""Run the dbt project (one ``dbt build`` invocation) for an as-of date."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from reactivation.settings import PROJECT_ROOT, get_settings
+
+log = logging.getLogger(__name__)
+
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+class TransformError(RuntimeError):
+    """dbt could not run at all (as opposed to models or tests failing)."""
+
+
+def dbt_env(url: str, *, threads: int | None = None) -> dict[str, str]:
+    """Environment for dbt: connection parts from the warehouse URL, tracking off."""
+    parts = urlsplit(url)
+    env = dict(os.environ)
+    env.update(
+        {
+            "REACTIVATION_DBT_HOST": parts.hostname or "127.0.0.1",
+            "REACTIVATION_DBT_PORT": str(parts.port or 5432),
+            "REACTIVATION_DBT_USER": unquote(parts.username or "postgres"),
+            "REACTIVATION_DBT_PASSWORD": unquote(parts.password or ""),
+            "REACTIVATION_DBT_DBNAME": (parts.path or "/postgres").lstrip("/") or "postgres",
+            "REACTIVATION_DBT_THREADS": str(threads or get_settings().reactivation_dbt_threads),
+            "DO_NOT_TRACK": "1",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        }
+    )
+    return env
+
+
+def _dbt_executable() -> str:
+    candidate = Path(sys.executable).with_name("dbt")
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+def run_dbt(
+    url: str, args: list[str], *, as_of: date | None = None, timeout: int = 3600
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run one dbt command against the warehouse; returns the process and its target folder."""
+    settings = get_settings()
+    target = settings.state_dir / "dbt" / "target"
+    log_path = settings.state_dir / "dbt" / "logs"
+    command = [
+        _dbt_executable(),
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(log_path),
+    ]
+    if as_of is not None:
+        command += ["--vars", json.dumps({"as_of": as_of.isoformat()})]
+    try:
+        process = subprocess.run(
+            command,
+            env=dbt_env(url),
+            cwd=DBT_PROJECT_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise TransformError(f"dbt {args[0]} did not finish within {timeout} s") from None
+    return process, target
+
+
+def run_dbt_build(url: str, *, as_of: date, select: str | None = None, timeout: int = 3600) -> dict:
+    """``dbt build`` (seeds, models, tests) and a count-only summary from run_results.json."""
+    started = time.monotonic()
+    args = ["build"] + (["--select", select] if select else [])
+    process, target = run_dbt(url, args, as_of=as_of, timeout=timeout)
+    results_file = target / "run_results.json"
+    statuses: dict[str, int] = {}
+    failures: list[dict] = []
+    if results_file.exists() and results_file.stat().st_mtime >= time.time() - (time.monotonic() - started) - 5:
+        results = json.loads(results_file.read_text())
+        for item in results.get("results", []):
+            status = item.get("status", "unknown")
+            statuses[status] = statuses.get(status, 0) + 1
+            if status in {"error", "fail"}:
+                # Test failures carry only the node name and failing-row count, never rows.
+                failures.append({"node": item.get("unique_id"), "status": status, "failures": item.get("failures")})
+    success = process.returncode == 0
+    if not statuses and not success:
+        tail = "\n".join(process.stdout.splitlines()[-15:])
+        raise TransformError(f"dbt build failed before running any node (exit {process.returncode}):\n{tail}")
+    summary = {
+        "success": success,
+        "as_of": as_of.isoformat(),
+        "nodes": statuses,
+        "failures": failures,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    log.info("dbt build success=%s nodes=%s", success, statuses)
+    return summary
