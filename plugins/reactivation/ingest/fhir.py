@@ -242,11 +242,11 @@ def fields_for_line(raw: bytes, header: list[str], accepted: frozenset[str]) -> 
         return _not_loaded(str(err))
     except (TypeError, AttributeError, ValueError, KeyError, IndexError) as err:
         return _not_loaded(f"{resource_type} could not be mapped ({type(err).__name__})")
-    return [values.get(column) or "" for column in header]
+    return [values[column] for column in header]
 
 
 def map_resource(resource: dict) -> tuple[str, dict[str, str]]:
-    """(entity, column values) for one resource; raises :class:`NotLoadable` for resources kept out."""
+    """(entity, a value for every header column) for one resource; raises :class:`NotLoadable` for those kept out."""
     resource_type = resource.get("resourceType")
     mapper = _MAPPERS.get(resource_type) if isinstance(resource_type, str) else None
     if mapper is None:
@@ -254,7 +254,8 @@ def map_resource(resource: dict) -> tuple[str, dict[str, str]]:
     values = mapper(resource)
     values.setdefault("fhir_resource_type", resource_type)
     values.setdefault("fhir_last_updated", _text(_dict(resource.get("meta")).get("lastUpdated")))
-    return RESOURCE_ENTITIES[resource_type], values
+    entity = RESOURCE_ENTITIES[resource_type]
+    return entity, {column: values.get(column) or "" for column in header_for(entity)}
 
 
 # -- small readers, tolerant of missing or mistyped elements -------------------------------------
@@ -752,7 +753,8 @@ def _consent_words(r: dict) -> str:
     concepts += _list(provision.get("code"))
     words = [_text(_dict(c).get("text")) for c in concepts]
     words += [_text(c.get(k)) for c in _dicts(provision.get("purpose")) for k in ("code", "display")]
-    words += [_text(c.get(k)) for c in _codings(concepts) for k in ("code", "display")]
+    codings = [c for concept in concepts for c in _dicts(_dict(concept).get("coding"))]
+    words += [_text(c.get(k)) for c in codings for k in ("code", "display")]
     words += [_text(_dict(d.get("reference")).get("display")) for d in _dicts(provision.get("data"))]
     for extension in _dicts(r.get("extension")) + _dicts(provision.get("extension")):
         words += [_text(extension.get("valueCode")), _text(extension.get("valueString"))]
