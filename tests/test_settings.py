@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,14 @@ def test_warehouse_url_from_airflow_connection_uri(monkeypatch) -> None:
 
 def test_warehouse_url_from_airflow_connection_json(monkeypatch) -> None:
     monkeypatch.delenv("WAREHOUSE_URL", raising=False)
-    conn = {"conn_type": "postgres", "login": "loader", "password": "p@ss/word", "host": "db", "port": 5432, "schema": "wh"}
+    conn = {
+        "conn_type": "postgres",
+        "login": "loader",
+        "password": "p@ss/word",
+        "host": "db",
+        "port": 5432,
+        "schema": "wh",
+    }
     monkeypatch.setenv("AIRFLOW_CONN_REACTIVATION_WAREHOUSE", json.dumps(conn))
     assert Settings().resolved_warehouse_url() == "postgresql://loader:p%40ss%2Fword@db:5432/wh"
 
@@ -73,3 +81,9 @@ def test_unreachable_warehouse_error_is_redacted(monkeypatch, capsys) -> None:
     assert code == 2
     assert "cannot connect to the warehouse" in err and "***" in err
     assert SECRET not in err
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`{name.upper()}`" in readme, f"{name.upper()} is not documented in the README's settings table"

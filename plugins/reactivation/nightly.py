@@ -36,7 +36,9 @@ def ingest(*, as_of: str | date, dag_run_id: str) -> dict:
         ensure_schema(url)
         per_source = []
         for source in sources:
-            summary = load_path(url, source.path, fmt=source.format, mapping_file=source.mapping, location=source.location)
+            summary = load_path(
+                url, source.path, fmt=source.format, mapping_file=source.mapping, location=source.location
+            )
             per_source.append(
                 {
                     "source": source.name,
@@ -47,7 +49,15 @@ def ingest(*, as_of: str | date, dag_run_id: str) -> dict:
             )
         totals = {
             key: sum(s[key] for s in per_source)
-            for key in ("files", "loaded", "skipped_duplicate", "rejected", "rows_read", "rows_loaded", "rows_quarantined")
+            for key in (
+                "files",
+                "loaded",
+                "skipped_duplicate",
+                "rejected",
+                "rows_read",
+                "rows_loaded",
+                "rows_quarantined",
+            )
         }
         result = {"totals": totals, "sources": per_source}
         record_stage(

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from reactivation.settings import PROJECT_ROOT, WAREHOUSE_CONN_ID, Settings, get_settings
@@ -75,7 +75,7 @@ def ensure_airflow_db(env: dict[str, str], log_file: Path) -> None:
         return
     if _run_logged([_airflow(), "db", "migrate"], env, log_file, timeout=600) != 0:
         raise RuntimeError(f"airflow db migrate failed; see {log_file}")
-    marker.write_text(datetime.now(timezone.utc).isoformat())
+    marker.write_text(datetime.now(UTC).isoformat())
 
 
 def stage_results(url: str, as_of: date, since: datetime) -> list[tuple[str, str, dict]]:
@@ -101,7 +101,7 @@ def run_nightly(*, as_of: date, sources: Path | None = None, timeout: int = 3600
         ensure_schema(url)
         env = airflow_env(settings, url, sources)
         ensure_airflow_db(env, log_file)
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         clock = time.monotonic()
         console.print("running the DAG through Airflow (airflow dags test) ...")
         code = _run_logged([_airflow(), "dags", "test", DAG_ID, as_of.isoformat()], env, log_file, timeout)

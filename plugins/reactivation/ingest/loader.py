@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import psycopg
@@ -141,7 +141,7 @@ def extract_date_for(path: Path, given: date | None) -> date:
             return date(int(match[1]), int(match[2]), int(match[3]))
         except ValueError:
             pass
-    return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date()
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).date()
 
 
 # -- row compilation ---------------------------------------------------------------------------
@@ -256,7 +256,9 @@ class RowPlan:
     def apply(self, row: list[str]) -> tuple[list[str | None] | None, list[tuple[str, str]]]:
         if len(row) != self.width:
             kind = "fewer" if len(row) < self.width else "more"
-            return None, [("", f"row has {len(row)} fields, {kind} than the header's {self.width} (truncated or ragged row)")]
+            return None, [
+                ("", f"row has {len(row)} fields, {kind} than the header's {self.width} (truncated or ragged row)")
+            ]
         out: list[str | None] = []
         problems: list[tuple[str, str]] = []
         for col in self.columns:
@@ -513,9 +515,11 @@ def _stream_rows(
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     # Bad rows are spooled (to disk past 8 MB) and copied in after the data, keeping memory flat.
-    quarantine_spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", newline="")
-    quarantine_writer = csv.writer(quarantine_spool, lineterminator="\n")
-    with conn.cursor() as cur:
+    with (
+        tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", newline="") as quarantine_spool,
+        conn.cursor() as cur,
+    ):
+        quarantine_writer = csv.writer(quarantine_spool, lineterminator="\n")
         with cur.copy(_copy_sql(entity)) as copy:
             for line, row in rows:
                 if not row or (len(row) == 1 and not row[0].strip()):
@@ -544,6 +548,5 @@ def _stream_rows(
             ) as copy:
                 while chunk := quarantine_spool.read(1 << 20):
                     copy.write(chunk)
-        quarantine_spool.close()
     if result.rows_read == 0:
         result.warnings.append("the file has a header but no rows")
