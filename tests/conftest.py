@@ -23,6 +23,31 @@ FIXTURES = ROOT / "tests" / "fixtures"
 SYSTEM_SERVER = os.environ.get("REACTIVATION_TEST_SYSTEM_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """Settings are cached per process; each test reads the environment it set up."""
+    from reactivation.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def state_tmp() -> Iterator[Path]:
+    """A scratch folder inside the project's .state/ for files the embedded server's own user must reach.
+
+    pytest's tmp_path lives under a 0700 folder that pytest re-tightens whenever a
+    pytest process starts, which would lock the server's user out mid-test.
+    """
+    import shutil
+
+    path = ROOT / ".state" / "tmp" / uuid.uuid4().hex[:12]
+    path.mkdir(parents=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def embedded_server() -> Iterator[str]:
     """Admin URL of an embedded PostgreSQL kept under .state/test-warehouse (stopped after the session)."""

@@ -7,8 +7,8 @@ import psycopg
 from reactivation.embedded_warehouse import EmbeddedWarehouse
 
 
-def test_start_stop_restart_keeps_data(tmp_path) -> None:
-    server = EmbeddedWarehouse(tmp_path / "warehouse")
+def test_start_stop_restart_keeps_data(state_tmp) -> None:
+    server = EmbeddedWarehouse(state_tmp / "warehouse")
     url = server.start()
     try:
         assert server.is_running()
@@ -28,8 +28,8 @@ def test_start_stop_restart_keeps_data(tmp_path) -> None:
     server.stop()  # stopping a stopped server is fine
 
 
-def test_listens_on_loopback_only(tmp_path) -> None:
-    server = EmbeddedWarehouse(tmp_path / "warehouse")
+def test_listens_on_loopback_only(state_tmp) -> None:
+    server = EmbeddedWarehouse(state_tmp / "warehouse")
     server.start()
     try:
         with psycopg.connect(server.url) as conn:

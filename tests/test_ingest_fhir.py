@@ -593,7 +593,7 @@ def test_load_bulk_export(any_warehouse: str) -> None:
         )
         assert patients["pat-2"][:6] == ("+17205550111", True, None, False, None, "es")
         assert patients["pat-3"][:6] == ("+15125550103", True, None, True, None, None)  # sms beats a work phone
-        assert patients["pat-4"][:6] == ("+15550100", False, "fourth@example.org", True, "2023-06-01", None)
+        assert patients["pat-4"][:6] == (None, False, "fourth@example.org", True, "2023-06-01", None)
         assert patients["pat-5"][5:7] == ("vi", "U")
         assert patients["MRN-1006"][3] is None
 

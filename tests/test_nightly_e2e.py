@@ -13,8 +13,11 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -33,8 +36,10 @@ def _run(args: list[str], env: dict[str, str], timeout: int = 900) -> subprocess
 
 
 @pytest.fixture(scope="module")
-def nightly(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("nightly")
+def nightly() -> Iterator[dict]:
+    # Under .state/ rather than pytest's tmp: the embedded server's own user must reach it (see conftest).
+    tmp = ROOT / ".state" / "tmp" / f"nightly-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "WAREHOUSE_URL", "REACTIVATION_"))}
     env["REACTIVATION_STATE_DIR"] = str(tmp / "state")
     generated = tmp / "generated"
@@ -50,7 +55,8 @@ def nightly(tmp_path_factory) -> dict:
     env["REACTIVATION_SOURCES"] = str(sources)
     first = _run([str(BIN / "reactivation"), "run", "--as-of", AS_OF], env)
     second = _run([str(BIN / "reactivation"), "run", "--as-of", AS_OF], env)
-    return {"tmp": tmp, "env": env, "first": first, "second": second, "generated": generated, "locations": locations}
+    yield {"tmp": tmp, "env": env, "first": first, "second": second, "generated": generated, "locations": locations}
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_first_run_completes_every_stage(nightly) -> None:

@@ -67,6 +67,13 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     return 0 if result["success"] else 1
 
 
+def _cmd_contract(args: argparse.Namespace) -> int:
+    from reactivation.ingest.contract_doc import render_contract_markdown
+
+    print(render_contract_markdown(), end="")
+    return 0
+
+
 def _cmd_warehouse(args: argparse.Namespace) -> int:
     from reactivation.embedded_warehouse import EmbeddedWarehouse
     from reactivation.settings import get_settings, redact_url
@@ -125,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     transform.add_argument("--select", help="dbt node selection (default: everything)")
     transform.set_defaults(func=_cmd_transform)
 
+    contract = sub.add_parser("contract", help="print the extract contract (docs/extract-contract.md)")
+    contract.set_defaults(func=_cmd_contract)
+
     warehouse = sub.add_parser("warehouse", help="manage the embedded warehouse")
     warehouse.add_argument("action", choices=["start", "stop", "status", "url"])
     warehouse.set_defaults(func=_cmd_warehouse)
@@ -136,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from reactivation.settings import get_settings
+
+    get_settings.cache_clear()  # read the environment as it is now
     parser = build_parser()
     args = parser.parse_args(argv)
     from reactivation.logs import configure_logging

@@ -54,6 +54,7 @@ from reactivation.ingest.contract import ENTITIES
 DEFAULT_AS_OF = date(2026, 11, 1)
 CHUNK_PERSONS = 20_000
 MAX_LOCATIONS = 99
+MAX_PERSONS = 5_000_000  # keeps each location's patient id range distinct
 DORMANT_DAYS = 548  # 18 months
 
 ENTITY_NAMES: tuple[str, ...] = tuple(ENTITIES)
@@ -207,23 +208,38 @@ DIRT_KEYS: tuple[str, ...] = (
 
 # -- made-up name lists (common given names and surnames; no real people) ----------------------
 
-_FEMALE_EN = """Mary Patricia Jennifer Linda Elizabeth Barbara Susan Jessica Sarah Karen Lisa Nancy Betty Margaret
+
+def _words(text: str) -> list[str]:
+    """Split a whitespace-separated word list (keeps the long lists below compact and readable)."""
+    return text.split()
+
+
+_FEMALE_EN = _words(
+    """Mary Patricia Jennifer Linda Elizabeth Barbara Susan Jessica Sarah Karen Lisa Nancy Betty Margaret
 Sandra Ashley Kimberly Emily Donna Michelle Carol Amanda Dorothy Melissa Deborah Stephanie Rebecca Sharon Laura
 Cynthia Kathleen Amy Angela Shirley Anna Brenda Pamela Emma Nicole Helen Samantha Katherine Christine Debra Rachel
 Carolyn Janet Catherine Heather Diane Olivia Julie Joyce Victoria Kelly Christina Lauren Joan Evelyn Judith Megan
-Andrea Cheryl Hannah Jacqueline Martha Gloria Teresa Ann Sara Abigail""".split()
-_FEMALE_ES = """María Guadalupe Rosa Carmen Ana Lucía Sofía Valentina Camila Isabel Ximena Juana Alejandra Verónica
+Andrea Cheryl Hannah Jacqueline Martha Gloria Teresa Ann Sara Abigail"""
+)
+_FEMALE_ES = _words(
+    """María Guadalupe Rosa Carmen Ana Lucía Sofía Valentina Camila Isabel Ximena Juana Alejandra Verónica
 Adriana Marisol Yesenia Leticia Beatriz Graciela Lourdes Esperanza Paola Daniela Gabriela Mariana Elena Dolores
-Josefina Raquel""".split()
-_MALE_EN = """James Robert John Michael David William Richard Joseph Thomas Charles Christopher Daniel Matthew Anthony
+Josefina Raquel"""
+)
+_MALE_EN = _words(
+    """James Robert John Michael David William Richard Joseph Thomas Charles Christopher Daniel Matthew Anthony
 Mark Donald Steven Paul Andrew Joshua Kenneth Kevin Brian George Timothy Ronald Edward Jason Jeffrey Ryan Jacob Gary
 Nicholas Eric Jonathan Stephen Larry Justin Scott Brandon Benjamin Samuel Gregory Alexander Frank Patrick Raymond
 Jack Dennis Jerry Tyler Aaron Henry Adam Douglas Nathan Peter Zachary Kyle Walter Harold Jeremy Ethan Carl Keith
-Roger Gerald Christian Terry Sean""".split()
-_MALE_ES = """José Juan Luis Carlos Jesús Francisco Miguel Alejandro Manuel Pedro Ricardo Fernando Javier Sergio
+Roger Gerald Christian Terry Sean"""
+)
+_MALE_ES = _words(
+    """José Juan Luis Carlos Jesús Francisco Miguel Alejandro Manuel Pedro Ricardo Fernando Javier Sergio
 Eduardo Roberto Rafael Alberto Mario Héctor Enrique Arturo Raúl Óscar Ramón Andrés Diego Mateo Santiago Emilio
-""".split()
-_LAST_EN = """Smith Johnson Williams Brown Jones Miller Davis Wilson Anderson Taylor Thomas Moore Jackson Martin Lee
+"""
+)
+_LAST_EN = _words(
+    """Smith Johnson Williams Brown Jones Miller Davis Wilson Anderson Taylor Thomas Moore Jackson Martin Lee
 Thompson White Harris Clark Lewis Robinson Walker Young Allen King Wright Scott Hill Green Adams Nelson Baker Hall
 Campbell Mitchell Carter Roberts Phillips Evans Turner Parker Collins Edwards Stewart Morris Murphy Cook Rogers Morgan
 Peterson Cooper Reed Bailey Bell Kelly Howard Ward Cox Richardson Wood Watson Brooks Bennett Gray James Hughes Price
@@ -237,12 +253,15 @@ Abernathy Blackwell Cartwright Dalton Ellsworth Fenwick Garland Holloway Iverson
 Nash Osborne Prescott Quinlan Rowley Sheffield Tillman Upton Voss Winslow Yorke Zimmerman Novak Kowalski Nguyen Tran
 Pham Kim Park Chen Wang Li Patel Shah Singh Khan Ali Cohen Levy Schmidt Weber Becker Hoffman Schultz Keller Bauer
 Wagner Fischer Meyer Richter Klein Wolf Neumann Schwarz Braun Hartmann Krueger Lange Werner Lehmann O'Brien O'Connor
-McCarthy McDonald Gallagher Doyle Byrne Walsh Quinn Fitzgerald Donnelly Sweeney Barlow Crane""".split()
-_LAST_ES = """García Rodríguez Martínez Hernández López González Pérez Sánchez Ramírez Torres Flores Rivera Gómez Díaz
+McCarthy McDonald Gallagher Doyle Byrne Walsh Quinn Fitzgerald Donnelly Sweeney Barlow Crane"""
+)
+_LAST_ES = _words(
+    """García Rodríguez Martínez Hernández López González Pérez Sánchez Ramírez Torres Flores Rivera Gómez Díaz
 Cruz Morales Reyes Gutiérrez Ortiz Chávez Ramos Ruiz Álvarez Mendoza Castillo Jiménez Moreno Romero Herrera Medina
 Aguilar Vargas Castro Guzmán Fernández Juárez Méndez Salazar Soto Delgado Peña Ríos Vásquez Contreras Sandoval
 Guerrero Estrada Núñez Maldonado Domínguez Cortez Navarro Campos Vega Acosta Cabrera Fuentes Espinoza Molina Silva
-Rojas Orozco Ibarra Luna Figueroa Valdez Cervantes Zamora Villanueva Treviño""".split()
+Rojas Orozco Ibarra Luna Figueroa Valdez Cervantes Zamora Villanueva Treviño"""
+)
 
 _NICKNAMES: dict[str, tuple[str, ...]] = {
     "William": ("Bill", "Will", "Billy"),
@@ -314,9 +333,11 @@ _NICKNAMES: dict[str, tuple[str, ...]] = {
     "Rafael": ("Rafa",),
 }
 
-_STREETS = """Oak Maple Cedar Pine Elm Walnut Willow Birch Aspen Hickory Juniper Magnolia Sycamore Chestnut Poplar
+_STREETS = _words(
+    """Oak Maple Cedar Pine Elm Walnut Willow Birch Aspen Hickory Juniper Magnolia Sycamore Chestnut Poplar
 Spruce Laurel Linden Cherry Dogwood Main Church Mill Park Lake Hill River Spring Meadow Prairie Sunset Highland
-Ridge Valley Forest Garden Orchard Harbor Center Union Franklin Jefferson Lincoln Madison Washington""".split()
+Ridge Valley Forest Garden Orchard Harbor Center Union Franklin Jefferson Lincoln Madison Washington"""
+)
 _STREET_SUFFIXES = ("St", "Ave", "Rd", "Dr", "Ln", "Ct", "Blvd", "Way", "Pl", "Ter")
 _EMAIL_DOMAINS = ("example.com", "example.net", "example.org", "mail.example.com", "inbox.example.net")
 
@@ -351,14 +372,16 @@ _CITIES: tuple[tuple[str, str, str, tuple[str, ...], str], ...] = (
     ("Nashville", "TN", "America/Chicago", ("615", "629"), "372"),
     ("Atlanta", "GA", "America/New_York", ("404", "470"), "303"),
 )
-_ALL_AREA_CODES = tuple(code for city in _CITIES for code in city[3]) + ("212", "919", "317", "608", "414")
-_AREAS = """Riverside Northside Lakeview Westgate Cedar Hills Maple Grove Southpoint Eastbrook Fairview Oak Park
-Hillcrest Brookside Pinecrest Meadowbrook Sunnyvale Clearwater Stonebridge Willow Creek Parkside Highland""".split()
+_ALL_AREA_CODES = (*(code for city in _CITIES for code in city[3]), "212", "919", "317", "608", "414")
+_AREAS = (
+    "Riverside", "Northside", "Lakeview", "Westgate", "Cedar Hills", "Maple Grove", "Southpoint", "Eastbrook",
+    "Fairview", "Oak Park", "Hillcrest", "Brookside", "Pinecrest", "Meadowbrook", "Clearwater", "Stonebridge",
+    "Willow Creek", "Parkside", "Highland", "Sunnyvale",
+)  # fmt: skip
 _DENTAL_SUFFIXES = ("Family Dental", "Dental Care", "Dental Group", "Smiles Dental")
 _MEDICAL_SUFFIXES = ("Medical Group", "Family Medicine", "Primary Care", "Health Center")
 
 _SLOTS = tuple(f"T{h:02d}:{m:02d}:00" for h in range(8, 17) for m in (0, 15, 30, 45))
-_SEXES_F, _SEXES_M = "F", "M"
 
 
 def _ascii(text: str) -> str:
@@ -507,8 +530,9 @@ class _ChunkBuilder:
         return seq[int(self.rand() * len(seq))]
 
     def new_patient_id(self, loc: int) -> str:
+        """A number unique within the location: each location's system numbers from its own range."""
         self.next_id[loc] += 1
-        return str(100000 + self.chunk * 50000 + self.next_id[loc])
+        return str((loc + 1) * 10_000_000 + self.chunk * 50_000 + self.next_id[loc])
 
     def phone_digits(self, loc: LocationSpec) -> str:
         rand = self.rand
@@ -534,7 +558,7 @@ class _ChunkBuilder:
         return f"{a}.{e}.{s}"
 
     def email_for(self, first: str, last: str, birth_year: int) -> str:
-        f, la = _FIRST_ASCII.get(first) or _ascii(first) or "pt", _ASCII_LAST(last)
+        f, la = _FIRST_ASCII.get(first) or _ascii(first) or "pt", _ascii_last(last)
         form = int(self.rand() * 5)
         if form == 0:
             local = f"{f}.{la}"
@@ -549,7 +573,7 @@ class _ChunkBuilder:
         return f"{local}@{self.pick(_EMAIL_DOMAINS)}"
 
     def bad_email(self, first: str, last: str) -> str:
-        f, la = _FIRST_ASCII.get(first) or _ascii(first) or "pt", _ASCII_LAST(last)
+        f, la = _FIRST_ASCII.get(first) or _ascii(first) or "pt", _ascii_last(last)
         domain = self.pick(_EMAIL_DOMAINS)
         kind = int(self.rand() * 4)
         if kind == 0:
@@ -586,6 +610,9 @@ class _ChunkBuilder:
                 ids.append((loc_index, pid))
                 if dup_kind is None:
                     person["patient_id"] = pid
+            person["guarantor_pid"] = (
+                person["patient_id"] if person["age"] >= 18 else (person["household"] or {}).get("guarantor_pid", "")
+            )
             if len(records) > 1:
                 for loc_index, pid in ids:
                     self.truth.append((person_key, self.locations[loc_index].location_id, pid))
@@ -633,34 +660,31 @@ class _ChunkBuilder:
             age = 18 + int(rand() * 47)
         else:
             age = 65 + int(rand() * 31)
-        birth = self.as_of - int(age * 365.25) - 1 - int(rand() * 364)
+        birth = self.as_of - int(age * 365.25) - 20 - int(rand() * 340)
         r = rand()
         phone, phone_bad = "", False
         if r < 0.04:
             phone, phone_bad = self.pick(_BAD_PHONES), True
-        elif r < 0.64:
+        elif r < 0.60:
             phone = self.phone_digits(loc)
         r = rand()
         email, email_bad = "", False
         if r < 0.03:
             email, email_bad = self.bad_email(first, last), True
-        elif r < 0.55:
+        elif r < 0.58:
             email = self.email_for(first, last, date.fromordinal(birth).year)
         address = f"{100 + int(rand() * 9800)} {self.pick(_STREETS)} {self.pick(_STREET_SUFFIXES)}"
         if rand() < 0.1:
             address += f" Apt {1 + int(rand() * 30)}{self.pick('ABCD')}"
         postal = f"{loc.zip3}{int(rand() * 100):02d}"
-        guarantor_key = None
         if household is not None:
             last = household["last"]
             address, postal = household["address"], household["postal"]
-            guarantor_key = household.get("guarantor_key") or household["key"]
             if (age < 18 or rand() < 0.4) and household["phone"]:
                 phone, phone_bad = household["phone"], household["phone_bad"]
             if age < 14:
                 email, email_bad = "", False
         return {
-            "key": f"{self.chunk}:{rand()}",
             "first": first,
             "last": last,
             "sex": sex,
@@ -674,7 +698,6 @@ class _ChunkBuilder:
             "email_bad": email_bad,
             "address": address,
             "postal": postal,
-            "guarantor_key": guarantor_key,
             "household": household,
         }
 
@@ -713,9 +736,11 @@ class _ChunkBuilder:
                 style = (style + 1 + int(rand() * 5)) % 6
             phone = self.format_phone(phone, style)
         if dup_kind is not None:
-            dirt["duplicate_records_cross_location" if dup_kind == "cross" else "duplicate_records_within_location"] += 1
+            dirt[
+                "duplicate_records_cross_location" if dup_kind == "cross" else "duplicate_records_within_location"
+            ] += 1
             first = self.variant_first_name(first)
-            if email and rand() < 0.6:
+            if email and not person["email_bad"] and rand() < 0.6:
                 local, at, domain = email.partition("@")
                 email = (
                     email.upper()
@@ -737,10 +762,9 @@ class _ChunkBuilder:
         household_key = ""
         guarantor_id = ""
         if loc.kind == "dental":
-            household_key = f"A{abs(hash(person['guarantor_key'] or person['key'])) % 10**8:08d}"
             household_key = self._household_key(person)
             if person["age"] < 18 and person["household"] is not None and dup_kind is None:
-                guarantor_id = person["household"].get("patient_id", "")
+                guarantor_id = person["household"].get("guarantor_pid", "")
         self.rows[loc_index][E_PAT].append(
             (
                 pid,
@@ -790,6 +814,7 @@ class _ChunkBuilder:
             last = as_of - 1 - int(rand() * DORMANT_DAYS)
         else:
             last = as_of - DORMANT_DAYS - 1 - int(rand() * (1461 - DORMANT_DAYS))
+        last = max(last, person["birth"] + 7)  # infants: no visits before birth
         if as_of - last > DORMANT_DAYS:
             dirt["dormant_18_months"] += 1
         r = rand()
@@ -892,7 +917,7 @@ class _ChunkBuilder:
                 code, system, klass, desc, appt_type = self.medical_visit(age, j, rand() < 0.35)
             appt_no += 1
             scheduled = stamp
-            if not is_last and (self.force_bad_appt[loc_index] or rand() < 0.001):
+            if not is_last and (self.force_bad_appt[loc_index] or rand() < 0.002):
                 self.force_bad_appt[loc_index] = False
                 scheduled = self.pick(_BAD_DATES)
                 dirt["invalid_appointment_dates"] += 1
@@ -912,7 +937,7 @@ class _ChunkBuilder:
             )
             encounter_id = f"E{pid}-{j + 1}"
             enc_pid = pid
-            if not is_last and (self.force_bad_enc[loc_index] or rand() < 0.001):
+            if not is_last and (self.force_bad_enc[loc_index] or rand() < 0.002):
                 self.force_bad_enc[loc_index] = False
                 enc_pid = ""
                 dirt["encounters_missing_patient_id"] += 1
@@ -1009,10 +1034,10 @@ class _ChunkBuilder:
             ordered = self.pick(visits)
             r = rand()
             scheduled_date = completed_date = ""
-            if r < 0.45:
+            if r < 0.48:
                 status = "ordered"
                 dirt["open_referrals"] += 1
-            elif r < 0.60:
+            elif r < 0.62:
                 status = "scheduled"
                 scheduled_date = self.d(ordered + 7 + int(rand() * 50))
             elif r < 0.93:
@@ -1026,7 +1051,7 @@ class _ChunkBuilder:
             )
 
         # Treatment plans (dental).
-        if dental and age >= 12 and rand() < 0.24:
+        if dental and age >= 12 and rand() < 0.2:
             n_plans = 1 if rand() < 0.8 else 2
             for plan_no, (code, desc) in enumerate(self.rng.sample(_PLAN_CODES, n_plans), start=1):
                 presented = self.pick(visits)
@@ -1072,7 +1097,9 @@ class _ChunkBuilder:
                 )
                 dirt["email_opt_outs"] += 1
             elif r < 0.45:
-                rows[E_PREF].append((pid, "email", "opt_in", self.d(first_visit + int(rand() * span)), "patient portal"))
+                rows[E_PREF].append(
+                    (pid, "email", "opt_in", self.d(first_visit + int(rand() * span)), "patient portal")
+                )
 
         # Holds.
         if rand() < 0.015:
@@ -1139,9 +1166,7 @@ class _ChunkBuilder:
             for j in range(n - 1, max(-1, n - 1 - (2 if hypertensive else 1)), -1):
                 systolic = 118 + (18 if hypertensive else 0) + rand() * 24 - 12 + (rand() * 24 - 12)
                 systolic = int(min(200, max(90, systolic)))
-                rows[E_OBS].append(
-                    (pid, "8480-6", "LOINC", visit_ts[j], str(systolic), "", "mm[Hg]", encounter_ids[j])
-                )
+                rows[E_OBS].append((pid, "8480-6", "LOINC", visit_ts[j], str(systolic), "", "mm[Hg]", encounter_ids[j]))
         a1c_visits = []
         if diabetic:
             a1c_visits = [j for j, p in ((n - 1, 0.9), (n - 2, 0.7)) if j >= 0 and rand() < p]
@@ -1176,7 +1201,8 @@ class _ChunkBuilder:
             rows[E_PROC].append((pid, code, "CPT", visit_ts[j], encounter_ids[j], desc))
 
 
-def _ASCII_LAST(last: str) -> str:  # noqa: N802 - reads like a table lookup
+def _ascii_last(last: str) -> str:
+    """ASCII form of a surname (cached for the list's names)."""
     cached = _LAST_ASCII.get(last)
     return cached if cached is not None else _ascii(last)
 
@@ -1243,8 +1269,8 @@ def generate_extract(
     The return value is ``expected.json`` without the ``truth`` list (the number of groups is in
     ``truth_groups``). Output is byte-identical for the same (patients, locations, seed, as_of).
     """
-    if patients < 1:
-        raise GenerateError("--patients must be at least 1")
+    if not 1 <= patients <= MAX_PERSONS:
+        raise GenerateError(f"--patients must be between 1 and {MAX_PERSONS:,}")
     if not 1 <= locations <= MAX_LOCATIONS:
         raise GenerateError(f"--locations must be between 1 and {MAX_LOCATIONS}")
     _check_columns()
@@ -1283,7 +1309,9 @@ def generate_extract(
                         )
                     )
                 elif name == "providers":
-                    writer.writerows((pid, pname, specialty, spec.location_id) for pid, pname, specialty in spec.providers)
+                    writer.writerows(
+                        (pid, pname, specialty, spec.location_id) for pid, pname, specialty in spec.providers
+                    )
             loc_paths.append(path)
         paths.append(loc_paths)
     truth_path = out / "truth" / "duplicates.csv"
@@ -1414,7 +1442,8 @@ def add_subcommand(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate",
         help="write a seeded synthetic multi-location extract (native CSV) with known dirt and ground truth",
-        description=__doc__.split("\n\n")[0],
+        description="Write a seeded synthetic multi-location extract (native CSV layout, one folder per location) "
+        "with deliberate dirt in known numbers, OUT/expected.json and OUT/truth/duplicates.csv.",
     )
     parser.add_argument("--patients", type=int, default=1000, help="number of people (default 1000)")
     parser.add_argument("--locations", type=int, default=3, help=f"number of locations, 1-{MAX_LOCATIONS} (default 3)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Column:
     name: str
-    type: str  # text | date | timestamp | boolean | numeric | code
+    type: str  # text | date | timestamp | boolean | numeric | code | timezone
     required: bool = False
     allowed: tuple[str, ...] = ()
     description: str = ""
@@ -25,6 +25,7 @@ class Column:
         return {
             "text": "text",
             "code": "text",
+            "timezone": "text",
             "date": "date",
             "timestamp": "timestamptz",
             "boolean": "boolean",
@@ -79,7 +80,7 @@ ENTITIES: dict[str, Entity] = {
             (
                 Column("location_id", "text", True, description="Source id of the location."),
                 Column("name", "text", True, description="Name patients know the practice by."),
-                Column("timezone", "text", True, description="IANA time zone, e.g. America/Chicago."),
+                Column("timezone", "timezone", True, description="IANA time zone, e.g. America/Chicago."),
                 Column("phone", "text", description="Practice phone patients can call."),
                 Column("address_line", "text"),
                 Column("city", "text"),

@@ -156,6 +156,8 @@ def _parser_for(column_type: str, mapping: FileMapping) -> Callable[[str], str] 
         return lambda v: normalise.parse_timestamp(v, formats)
     if column_type == "boolean":
         return normalise.parse_boolean
+    if column_type == "timezone":
+        return normalise.parse_timezone
     if column_type == "numeric":
         return normalise.parse_numeric
     return None

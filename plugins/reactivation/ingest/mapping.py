@@ -57,7 +57,9 @@ class SourceMapping:
     source_system: str
     files: tuple[FileMapping, ...]
     location: str | None = None
-    timezone: str = "UTC"
+    # Time zone for timestamps without an offset. None: the single location's
+    # zone when the extract's locations file names exactly one, else UTC.
+    timezone: str | None = None
     phone_region: str = "US"
     encoding: str | None = None
     ignore: tuple[str, ...] = field(default=())
@@ -151,7 +153,7 @@ def parse_mapping(data: dict, where: str) -> SourceMapping:
         source_system=str(data.get("source_system") or data["name"]),
         files=tuple(files),
         location=data.get("location"),
-        timezone=str(data.get("timezone") or "UTC"),
+        timezone=str(data["timezone"]) if data.get("timezone") else None,
         phone_region=str(data.get("phone_region") or "US"),
         encoding=data.get("encoding"),
         ignore=tuple(data.get("ignore") or ()),

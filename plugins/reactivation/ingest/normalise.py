@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
@@ -57,6 +58,14 @@ def parse_timestamp(value: str, formats: tuple[str, ...] = DEFAULT_TIMESTAMP_FOR
         raise ValueError("unrecognised timestamp format") from None
 
 
+def parse_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not an IANA time zone (e.g. America/Chicago)") from None
+    return value
+
+
 def parse_boolean(value: str) -> str:
     lowered = value.strip().lower()
     if lowered in _TRUE:
@@ -77,15 +86,16 @@ def parse_numeric(value: str) -> str:
 
 
 def normalise_phone(value: str | None, region: str = "US") -> tuple[str | None, bool | None]:
-    """(E.164 form, is valid). Unparseable numbers keep no E.164 form and are flagged invalid."""
+    """(E.164 form, is valid). Only valid numbers get an E.164 form; the rest are flagged invalid."""
     if not value:
         return None, None
     try:
         parsed = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
         return None, False
-    valid = phonenumbers.is_valid_number(parsed)
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), valid
+    if not phonenumbers.is_valid_number(parsed):
+        return None, False
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), True
 
 
 def normalise_email(value: str | None) -> tuple[str | None, bool | None]:

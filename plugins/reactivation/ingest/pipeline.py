@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -75,6 +76,18 @@ def _files_in(path: Path) -> list[Path]:
     raise LoadError(f"no such file or folder: {path}")
 
 
+def _with_location_timezone(conn, context: LoadContext, result: FileResult) -> LoadContext:
+    """A one-location extract's naive timestamps are local to that location."""
+    if result.status not in {"loaded", "skipped_duplicate"} or result.load_id is None:
+        return context
+    zones = conn.execute(
+        "select distinct timezone from raw.locations where load_id = %s and timezone is not null", (result.load_id,)
+    ).fetchall()
+    if len(zones) != 1:
+        return context
+    return dataclasses.replace(context, timezone=zones[0][0])
+
+
 def load_path(
     url: str,
     path: Path,
@@ -92,7 +105,7 @@ def load_path(
     context = LoadContext(
         source_system=mapping.source_system,
         location_id=str(location_id),
-        timezone=mapping.timezone,
+        timezone=mapping.timezone or "UTC",
         phone_region=mapping.phone_region,
         encoding=mapping.encoding,
         extract_date=extract_date,
@@ -136,6 +149,8 @@ def load_path(
                     rows_source = rows_source_for(file, file_mapping.entity, callback)
                 result = load_file(conn, file, file_mapping, context, progress=callback, rows_source=rows_source)
                 summary.files.append(result)
+                if file_mapping.entity == "locations" and mapping.timezone is None:
+                    context = _with_location_timezone(conn, context, result)
     finally:
         if progress_bar is not None:
             progress_bar.stop()
