@@ -152,8 +152,8 @@ def _parser_for(column_type: str, mapping: FileMapping) -> Callable[[str], str] 
         formats = mapping.date_formats
         return lambda v: normalise.parse_date(v, formats)
     if column_type == "timestamp":
-        formats = mapping.timestamp_formats
-        return lambda v: normalise.parse_timestamp(v, formats)
+        formats, date_formats = mapping.timestamp_formats, mapping.date_formats
+        return lambda v: normalise.parse_timestamp(v, formats, date_formats)
     if column_type == "boolean":
         return normalise.parse_boolean
     if column_type == "timezone":
@@ -217,6 +217,7 @@ class RowPlan:
     def __init__(self, entity: Entity, mapping: FileMapping, header: list[str], context: LoadContext) -> None:
         self.entity = entity
         self.context = context
+        self.warnings: list[str] = []
         lookup = {h.strip(): i for i, h in enumerate(header)}
         lookup_ci = {h.strip().lower(): i for i, h in enumerate(header)}
         used: set[int] = set()
@@ -230,6 +231,9 @@ class RowPlan:
                 if index >= 0:
                     used.add(index)
             has_fallback = rule is not None and (rule.constant is not None or rule.default is not None)
+            renamed = rule is not None and rule.source is not None and rule.source != column.name
+            if index < 0 and renamed and not column.required and not has_fallback:
+                self.warnings.append(f"column {rule.source} (for {column.name}) is not in the file; left empty")
             if column.required and index < 0 and not has_fallback:
                 wanted = rule.source if rule is not None and rule.source else column.name
                 missing.append(wanted if wanted == column.name else f"{wanted} (for {column.name})")
@@ -250,7 +254,8 @@ class RowPlan:
                 f"missing required column(s): {', '.join(missing)}. The header has {len(header)} column(s); "
                 f"fix the export or map the columns in a source mapping."
             )
-        dropped = {i for i, h in enumerate(header) if h.strip() in mapping.drop}
+        drop = {name.lower() for name in mapping.drop}
+        dropped = {i for i, h in enumerate(header) if h.strip().lower() in drop}
         self.extra_columns = [(i, header[i].strip()) for i in range(len(header)) if i not in used and i not in dropped]
         self.width = len(header)
         self.derive = _DERIVERS.get(entity.name)
@@ -511,7 +516,10 @@ def _stream_rows(
         if first is None or not any(cell.strip() for cell in first[1]):
             raise FileRejected("the file is empty (no header row); ask the source for a complete extract")
         header, rows = first[1], rows_iter
+    if header and header[0].startswith("\ufeff"):
+        header = [header[0].lstrip("\ufeff"), *header[1:]]  # a BOM under a declared encoding
     plan = RowPlan(entity, mapping, header, context)
+    result.warnings.extend(plan.warnings)
 
     prefix_fixed = [context.source_system, context.location_id]
     buffer = io.StringIO()

@@ -18,6 +18,13 @@ import yaml
 from reactivation.ingest.contract import ENTITIES
 from reactivation.ingest.normalise import DEFAULT_DATE_FORMATS, DEFAULT_TIMESTAMP_FORMATS
 
+TOP_LEVEL_KEYS = frozenset(
+    {"name", "source_system", "location", "timezone", "phone_region", "encoding", "delimiter", "date_formats",
+     "timestamp_formats", "files", "ignore"}
+)  # fmt: skip
+FILE_KEYS = frozenset(
+    {"pattern", "entity", "columns", "defaults", "drop", "delimiter", "date_formats", "timestamp_formats"}
+)
 TRANSFORMS = ("present", "upper", "lower", "digits", "state_timezone", "numeric_or_empty", "text_if_not_numeric")
 
 
@@ -90,6 +97,12 @@ def _rule(where: str, target: str, spec) -> ColumnRule:
     values = spec.get("values")
     if values is not None and not isinstance(values, dict):
         raise MappingError(f"{where}: column {target!r}: 'values' must map source values to contract values")
+    for key in values or {}:
+        if not isinstance(key, str):
+            raise MappingError(
+                f"{where}: column {target!r}: value-map key {key!r} was read by YAML as a {type(key).__name__}; "
+                f'quote it (e.g. "{key}": ...) so it matches the text in the file'
+            )
     return ColumnRule(
         target=target,
         source=spec.get("from"),
@@ -106,6 +119,9 @@ def parse_mapping(data: dict, where: str) -> SourceMapping:
     for key in ("name", "files"):
         if key not in data:
             raise MappingError(f"{where}: missing required key {key!r}")
+    unknown = set(data) - TOP_LEVEL_KEYS
+    if unknown:
+        raise MappingError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TOP_LEVEL_KEYS)}")
     date_formats = tuple(data.get("date_formats") or ()) + DEFAULT_DATE_FORMATS
     timestamp_formats = tuple(data.get("timestamp_formats") or ()) + DEFAULT_TIMESTAMP_FORMATS
     files = []
@@ -113,6 +129,11 @@ def parse_mapping(data: dict, where: str) -> SourceMapping:
         item_where = f"{where}: files[{i}]"
         if not isinstance(item, dict) or "pattern" not in item or "entity" not in item:
             raise MappingError(f"{item_where}: each file needs 'pattern' and 'entity'")
+        unknown_file_keys = set(item) - FILE_KEYS
+        if unknown_file_keys:
+            raise MappingError(
+                f"{item_where}: unknown key(s) {sorted(unknown_file_keys)}; allowed: {sorted(FILE_KEYS)}"
+            )
         entity = item["entity"]
         if entity not in ENTITIES:
             raise MappingError(f"{item_where}: unknown entity {entity!r}; the contract has {sorted(ENTITIES)}")

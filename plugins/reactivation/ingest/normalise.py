@@ -40,7 +40,11 @@ def parse_date(value: str, formats: tuple[str, ...] = DEFAULT_DATE_FORMATS) -> s
     raise ValueError("unrecognised date format")
 
 
-def parse_timestamp(value: str, formats: tuple[str, ...] = DEFAULT_TIMESTAMP_FORMATS) -> str:
+def parse_timestamp(
+    value: str,
+    formats: tuple[str, ...] = DEFAULT_TIMESTAMP_FORMATS,
+    date_formats: tuple[str, ...] = DEFAULT_DATE_FORMATS,
+) -> str:
     """Return an ISO timestamp (with offset when the source gave one; naive ones take the load's time zone)."""
     if len(value) >= 10 and value[4] == "-" and value[7] == "-":
         try:
@@ -53,7 +57,7 @@ def parse_timestamp(value: str, formats: tuple[str, ...] = DEFAULT_TIMESTAMP_FOR
         except ValueError:
             continue
     try:
-        return parse_date(value) + "T00:00:00"
+        return parse_date(value, date_formats) + "T00:00:00"
     except ValueError:
         raise ValueError("unrecognised timestamp format") from None
 
@@ -126,7 +130,24 @@ STATE_TIMEZONES = {
 }  # fmt: skip
 
 
+STATE_CODES = {
+    "alabama": "AL", "alaska": "AK", "arizona": "AZ", "arkansas": "AR", "california": "CA", "colorado": "CO",
+    "connecticut": "CT", "delaware": "DE", "district of columbia": "DC", "florida": "FL", "georgia": "GA",
+    "hawaii": "HI", "idaho": "ID", "illinois": "IL", "indiana": "IN", "iowa": "IA", "kansas": "KS",
+    "kentucky": "KY", "louisiana": "LA", "maine": "ME", "maryland": "MD", "massachusetts": "MA", "michigan": "MI",
+    "minnesota": "MN", "mississippi": "MS", "missouri": "MO", "montana": "MT", "nebraska": "NE", "nevada": "NV",
+    "new hampshire": "NH", "new jersey": "NJ", "new mexico": "NM", "new york": "NY", "north carolina": "NC",
+    "north dakota": "ND", "ohio": "OH", "oklahoma": "OK", "oregon": "OR", "pennsylvania": "PA",
+    "rhode island": "RI", "south carolina": "SC", "south dakota": "SD", "tennessee": "TN", "texas": "TX",
+    "utah": "UT", "vermont": "VT", "virginia": "VA", "washington": "WA", "west virginia": "WV",
+    "wisconsin": "WI", "wyoming": "WY", "puerto rico": "PR",
+}  # fmt: skip
+
+
 def timezone_for_state(state: str | None) -> str | None:
+    """IANA zone for a US state given as a two-letter code or a full name."""
     if not state:
         return None
-    return STATE_TIMEZONES.get(state.strip().upper()[:2])
+    cleaned = " ".join(state.strip().split())
+    code = cleaned.upper() if len(cleaned) == 2 else STATE_CODES.get(cleaned.lower())
+    return STATE_TIMEZONES.get(code) if code else None
