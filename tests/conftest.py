@@ -50,15 +50,20 @@ def state_tmp() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def embedded_server() -> Iterator[str]:
-    """Admin URL of an embedded PostgreSQL kept under .state/test-warehouse (stopped after the session)."""
+    """Admin URL of an embedded PostgreSQL of this test session's own (initdb takes about a second).
+
+    Each pytest process gets its own server, so parallel test runs never stop each other's.
+    """
+    import shutil
+
     from reactivation.embedded_warehouse import EmbeddedWarehouse
 
-    server = EmbeddedWarehouse(ROOT / ".state" / "test-warehouse")
-    was_running = server.is_running()
+    root = ROOT / ".state" / "test-warehouses" / f"session-{os.getpid()}"
+    server = EmbeddedWarehouse(root)
     server.start()
     yield server.admin_url()
-    if not was_running:
-        server.stop()
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _system_server_available() -> bool:
