@@ -1,0 +1,1 @@
+"""Outreach: cadences, contact rules, templates, batches, approval, providers and the outbox."""
