@@ -113,6 +113,110 @@ SCHEMA_DDL = [
     record text
 )""",
     "create index if not exists quarantine_load_idx on raw.quarantine (load_id)",
+    # Every touch the outreach engine made (or tried): attempt caps and rest periods read it.
+    """create table if not exists ops.outreach_touches (
+    outreach_key text primary key,
+    person_id text not null,
+    household_id text,
+    rule_id text not null,
+    channel text not null,
+    touched_at timestamptz not null,
+    status text not null
+)""",
+    "create index if not exists outreach_touches_person_idx on ops.outreach_touches (person_id, touched_at)",
+    # Outreach episodes: one per person per care gap, advanced by each nightly run.
+    """create table if not exists ops.episodes (
+    episode_id text primary key,
+    person_id text not null,
+    household_id text,
+    rule_id text not null,
+    location_id text,
+    cadence_id text not null,
+    started_on date not null,
+    status text not null check (status in ('active', 'ended')),
+    touches_planned integer not null default 0,
+    last_touch_on date,
+    ended_on date,
+    end_reason text check (end_reason in ('booked', 'declined', 'not_now', 'opted_out', 'gap_closed',
+        'cadence_finished', 'unreachable', 'closed_without_response'))
+)""",
+    """create unique index if not exists episodes_one_active
+    on ops.episodes (person_id, rule_id) where status = 'active'""",
+    # Batches per location and channel, reviewed and approved before anything is sent.
+    """create table if not exists ops.batches (
+    batch_id text primary key,
+    dag_run_id text not null,
+    as_of date not null,
+    location_id text not null,
+    channel text not null,
+    status text not null check (status in ('awaiting_approval', 'approved', 'rejected', 'expired', 'blocked',
+        'sending', 'sent')),
+    items integer not null,
+    manifest jsonb not null,
+    decided_by text,
+    decided_at timestamptz,
+    decision_note text,
+    blocked_reasons jsonb not null default '[]'::jsonb,
+    created_at timestamptz not null default now()
+)""",
+    # The outbox: written before any provider call; one row per outreach key, ever.
+    """create table if not exists ops.outbox (
+    outreach_key text primary key,
+    batch_id text not null references ops.batches (batch_id),
+    episode_id text not null references ops.episodes (episode_id),
+    touch_number integer not null,
+    person_id text not null,
+    household_id text,
+    rule_id text not null,
+    location_id text not null,
+    channel text not null check (channel in ('sms', 'email', 'call')),
+    language text not null,
+    state text not null check (state in ('planned', 'deferred', 'sending', 'accepted', 'failed', 'unknown',
+        'cancelled')),
+    not_before timestamptz,
+    provider text,
+    provider_message_id text,
+    error_code text,
+    cancel_reason text,
+    send_attempts integer not null default 0,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now()
+)""",
+    "create index if not exists outbox_batch_idx on ops.outbox (batch_id, state)",
+    # Write-back: one row per attempt, with what happened and what comes next.
+    """create table if not exists ops.outreach_attempts (
+    attempt_id bigserial primary key,
+    outreach_key text not null references ops.outbox (outreach_key),
+    attempted_at timestamptz not null default now(),
+    as_of date not null,
+    channel text not null,
+    rule_id text not null,
+    provider_message_id text,
+    status text not null,
+    error_code text,
+    response text,
+    next_step text
+)""",
+    # Opt-outs learned after the extract (STOP replies, unsubscribes): in force before any later send.
+    """create table if not exists ops.opt_outs (
+    person_id text not null,
+    channel text not null,
+    status text not null check (status in ('opt_out', 'opt_in')),
+    source text not null,
+    recorded_at timestamptz not null default now()
+)""",
+    "create index if not exists opt_outs_person_idx on ops.opt_outs (person_id, channel, recorded_at)",
+    # The staff call list, with outcomes staff fill in.
+    """create table if not exists ops.call_list (
+    outreach_key text primary key references ops.outbox (outreach_key),
+    location_id text not null,
+    person_id text not null,
+    rule_id text not null,
+    as_of date not null,
+    outcome text check (outcome in ('reached', 'voicemail', 'wrong_number', 'declined', 'not_now', 'booked')),
+    outcome_at timestamptz,
+    note text
+)""",
     """create table if not exists ops.stage_results (
     dag_run_id text not null,
     as_of date not null,

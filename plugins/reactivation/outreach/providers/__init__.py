@@ -1,0 +1,1 @@
+"""Messaging providers behind one small interface (``base.Provider``)."""
