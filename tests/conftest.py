@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 FIXTURES = ROOT / "tests" / "fixtures"
 SYSTEM_SERVER = os.environ.get("REACTIVATION_TEST_SYSTEM_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

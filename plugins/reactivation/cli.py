@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -65,6 +66,45 @@ def _cmd_transform(args: argparse.Namespace) -> int:
         result = run_dbt_build(url, as_of=args.as_of, select=args.select)
     print(json.dumps(result, indent=2))
     return 0 if result["success"] else 1
+
+
+def _cmd_batches(args: argparse.Namespace) -> int:
+    from reactivation.outreach import approval
+    from reactivation.warehouse import ensure_schema, warehouse_url
+
+    with warehouse_url() as url:
+        ensure_schema(url)
+        if args.action == "list":
+            rows = approval.list_batches(url, args.as_of)
+            if args.json:
+                print(json.dumps(rows, indent=2, default=str))
+            else:
+                from reactivation.console import print_batches
+
+                print_batches(rows)
+            return 0
+        if not args.batch_ids:
+            raise UsageError(f"batches {args.action} needs at least one batch id (see `reactivation batches list`)")
+        if args.action == "show":
+            for batch_id in args.batch_ids:
+                print(json.dumps(approval.show_batch(url, batch_id), indent=2, ensure_ascii=False))
+            return 0
+        decision = {"approve": "approve", "reject": "reject"}[args.action]
+        changed = approval.decide_batches(
+            url, batch_ids=args.batch_ids, decision=decision, decided_by=args.by, note=args.note
+        )
+        print(f"{args.action}d: {', '.join(changed)}")
+    return 0
+
+
+def _cmd_calls(args: argparse.Namespace) -> int:
+    from reactivation.outreach.providers.call_list import import_outcomes
+    from reactivation.warehouse import warehouse_url
+
+    with warehouse_url() as url:
+        counts = import_outcomes(url, args.file)
+    print(json.dumps(counts))
+    return 0
 
 
 def _cmd_contract(args: argparse.Namespace) -> int:
@@ -132,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     transform.add_argument("--select", help="dbt node selection (default: everything)")
     transform.set_defaults(func=_cmd_transform)
 
+    batches = sub.add_parser("batches", help="review and decide outreach batches")
+    batches.add_argument("action", choices=["list", "show", "approve", "reject"])
+    batches.add_argument("batch_ids", nargs="*", help="batch ids (show, approve, reject)")
+    batches.add_argument("--as-of", type=_as_of, help="only this night's batches (list)")
+    batches.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decides (recorded)")
+    batches.add_argument("--note", help="a note recorded with the decision")
+    batches.add_argument("--json", action="store_true")
+    batches.set_defaults(func=_cmd_batches)
+
+    calls = sub.add_parser("calls", help="read staff call outcomes back")
+    calls.add_argument("action", choices=["import"])
+    calls.add_argument("file", type=Path, help="a call-list CSV with the outcome column filled in")
+    calls.set_defaults(func=_cmd_calls)
+
     contract = sub.add_parser("contract", help="print the extract contract (docs/extract-contract.md)")
     contract.set_defaults(func=_cmd_contract)
 
@@ -156,12 +210,24 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(verbose=args.verbose)
     from reactivation.ingest.mapping import MappingError
     from reactivation.ingest.pipeline import LoadError
+    from reactivation.outreach.approval import BatchDecisionError
+    from reactivation.outreach.config import OutreachConfigError
+    from reactivation.outreach.providers.call_list import CallOutcomeError
     from reactivation.settings import SettingsError
     from reactivation.warehouse import WarehouseUnavailable
 
     try:
         return int(args.func(args) or 0)
-    except (UsageError, LoadError, MappingError, SettingsError, WarehouseUnavailable) as err:
+    except (
+        UsageError,
+        LoadError,
+        MappingError,
+        SettingsError,
+        WarehouseUnavailable,
+        BatchDecisionError,
+        OutreachConfigError,
+        CallOutcomeError,
+    ) as err:
         print(f"reactivation {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -68,3 +68,20 @@ def print_stage_summaries(results: list[tuple[str, str, dict]]) -> None:
     if not results:
         table.add_row("-", "[red]none[/]", "no stage recorded a result; see the Airflow log")
     console.print(table)
+
+
+def print_batches(rows: list[dict]) -> None:
+    table = Table(title="Outreach batches", title_justify="left")
+    for column in ("batch", "status", "items", "decided by", "blocked because"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["batch_id"],
+            row["status"],
+            str(row["items"]),
+            row["decided_by"] or "",
+            "; ".join(row["blocked_reasons"] or []),
+        )
+    if not rows:
+        table.add_row("-", "-", "0", "", "")
+    console.print(table)
