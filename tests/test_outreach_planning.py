@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
-
 from outreach_fixtures import Person, build_warehouse
+
 from reactivation.outreach.approval import BatchDecisionError, decide_batches, show_batch
 from reactivation.outreach.config import OutreachConfigError, load_config, parse_config
 from reactivation.outreach.planning import plan_outreach
