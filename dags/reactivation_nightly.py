@@ -1,14 +1,21 @@
 """
 ### Nightly patient reactivation
 
-Loads the practices' EMR extracts into the warehouse's raw layer, builds the dbt
-marts (staging → identity → care gaps → outreach candidates) and records a
-count-only summary of every stage in `ops.stage_results`.
+1. **ingest**: the practices' EMR extracts into the warehouse's raw layer.
+2. **transform**: one `dbt build`: staging → identity → care gaps → outreach candidates.
+3. **quality_gate**: Great Expectations checks; a critical failure blocks sends in its scope.
+4. **plan_outreach**: advance episodes, pick tonight's touches within the contact rules,
+   write batches per location and channel, each with a manifest for review.
+5. **approve_batches**: batches no pre-approved policy covers wait for a person
+   (human-in-the-loop approval); a rejected or expired batch sends nothing.
+6. **send**: one mapped task per approved batch, in the `provider_sends` pool:
+   exactly once per outreach key, contact rules checked again at send time.
+7. **close_night**: undecided batches expire, call lists are exported, counts recorded.
 
 The run's **as-of date is its logical date** (`ds`), never the wall clock, so a
-re-run of the same night gives the same answer.
+re-run of the same night plans and sends nothing new.
 
-Logic lives in `plugins/reactivation/` (`reactivation.nightly`); this file is wiring only.
+Logic lives in `plugins/reactivation/`; this file is wiring only.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import os
 
 import pendulum
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import dag, task
 
 # `reactivation run` sets retries to 0: under `airflow dags test` a retry waits out its delay.
@@ -25,6 +33,7 @@ DEFAULT_ARGS = {
     "retry_delay": pendulum.duration(minutes=5),
     "retry_exponential_backoff": True,
 }
+RUN = {"as_of": "{{ ds }}", "dag_run_id": "{{ run_id }}"}
 
 
 @dag(
@@ -49,9 +58,76 @@ def reactivation_nightly():
 
         return nightly.transform(as_of=as_of, dag_run_id=dag_run_id)
 
-    loaded = ingest(as_of="{{ ds }}", dag_run_id="{{ run_id }}")
-    built = transform(as_of="{{ ds }}", dag_run_id="{{ run_id }}")
-    loaded >> built
+    @task
+    def quality_gate(as_of: str, dag_run_id: str) -> dict:
+        from reactivation.quality.stage import run_gate
+
+        return run_gate(as_of=as_of, dag_run_id=dag_run_id)
+
+    @task
+    def plan_outreach(as_of: str, dag_run_id: str) -> dict:
+        from reactivation.outreach import stage
+
+        return stage.plan(as_of=as_of, dag_run_id=dag_run_id)
+
+    @task.branch
+    def needs_approval(plan: dict) -> str:
+        return "approve_batches" if plan["awaiting_approval"] else "sendable_batches"
+
+    approve_batches = ApprovalOperator(
+        task_id="approve_batches",
+        subject="Approve tonight's outreach batches",
+        body=(
+            "Batches awaiting approval: {{ ti.xcom_pull(task_ids='plan_outreach')['awaiting_approval'] | join(', ') }}."
+            " Review each with `reactivation batches show BATCH_ID`."
+        ),
+        defaults="Reject",
+        response_timeout=pendulum.duration(hours=6),
+        retries=0,
+    )
+
+    @task
+    def record_approval(as_of: str, **context) -> dict:
+        from reactivation.outreach import stage
+
+        response = context["ti"].xcom_pull(task_ids="approve_batches") or {}
+        who = str(response.get("responded_by_user") or "airflow-approval")
+        return stage.decide(as_of=as_of, decision="approve", decided_by=f"hitl:{who}")
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def sendable_batches(as_of: str) -> list[str]:
+        from reactivation.outreach import stage
+
+        return stage.sendable(as_of=as_of)
+
+    @task(pool="provider_sends", max_active_tis_per_dagrun=4)
+    def send(batch_id: str) -> dict:
+        from reactivation.outreach import stage
+
+        return stage.send(batch_id=batch_id)
+
+    @task(trigger_rule="all_done")
+    def close_night(as_of: str, dag_run_id: str, **context) -> dict:
+        from reactivation.outreach import stage
+
+        response = context["ti"].xcom_pull(task_ids="approve_batches") or {}
+        rejected_by = response.get("responded_by_user") if response.get("chosen_options") == ["Reject"] else None
+        return stage.close(as_of=as_of, dag_run_id=dag_run_id, rejected_by=rejected_by)
+
+    loaded = ingest(**RUN)
+    built = transform(**RUN)
+    gate = quality_gate(**RUN)
+    plan = plan_outreach(**RUN)
+    branch = needs_approval(plan)
+    approved = record_approval(as_of="{{ ds }}")
+    sendable = sendable_batches(as_of="{{ ds }}")
+    sent = send.expand(batch_id=sendable)
+    closed = close_night(**RUN)
+
+    loaded >> built >> gate >> plan
+    branch >> [approve_batches, sendable]
+    approve_batches >> approved >> sendable
+    sent >> closed
 
 
 reactivation_nightly()

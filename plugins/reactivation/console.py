@@ -49,6 +49,19 @@ def _describe(stage: str, summary: dict) -> str:
     if stage == "transform":
         nodes = ", ".join(f"{v} {k}" for k, v in sorted(summary.get("nodes", {}).items()))
         return f"dbt build: {nodes or 'nothing ran'} in {summary.get('seconds', 0)} s"
+    if stage == "plan":
+        status = ", ".join(f"{v} {k}" for k, v in sorted(summary.get("batch_status", {}).items())) or "no batches"
+        capped = sum(summary.get("capped", {}).values())
+        return (
+            f"{summary.get('touches_planned', 0)} touches planned ({status}); "
+            f"{summary.get('episodes_started', 0)} episodes started, "
+            f"{sum(summary.get('episodes_ended', {}).values())} ended; {capped} held back by caps"
+            + ("; already planned earlier" if summary.get("already_planned") else "")
+        )
+    if stage == "send":
+        accepted = ", ".join(f"{v} {k}" for k, v in sorted(summary.get("accepted_by_channel", {}).items()))
+        states = ", ".join(f"{v} {k}" for k, v in sorted(summary.get("outbox", {}).items()))
+        return f"accepted: {accepted or 'none'}; outbox: {states or 'empty'}"
     headline = summary.get("headline")
     return (
         str(headline)

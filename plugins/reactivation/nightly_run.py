@@ -8,6 +8,7 @@ writes Airflow's own output to a log file, and prints each stage's summary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,6 +20,9 @@ from reactivation.settings import PROJECT_ROOT, WAREHOUSE_CONN_ID, Settings, get
 from reactivation.warehouse import connect, ensure_schema, warehouse_url
 
 DAG_ID = "reactivation_nightly"
+SEND_POOL = "provider_sends"
+SEND_POOL_SLOTS = 4
+PROVIDER_CONNECTIONS = ("SENDGRID_DEFAULT", "SMS_DEFAULT")
 
 
 def airflow_env(settings: Settings, url: str, sources: Path | None) -> dict[str, str]:
@@ -78,6 +82,13 @@ def ensure_airflow_db(env: dict[str, str], log_file: Path) -> None:
     marker.write_text(datetime.now(UTC).isoformat())
 
 
+def ensure_pool(env: dict[str, str], log_file: Path) -> None:
+    """The pool that bounds concurrent provider sends (one slot per concurrent send task)."""
+    command = [_airflow(), "pools", "set", SEND_POOL, str(SEND_POOL_SLOTS), "concurrent provider sends"]
+    if _run_logged(command, env, log_file, timeout=300) != 0:
+        raise RuntimeError(f"could not create the {SEND_POOL} pool; see {log_file}")
+
+
 def stage_results(url: str, as_of: date, since: datetime) -> list[tuple[str, str, dict]]:
     with connect(url) as conn:
         rows = conn.execute(
@@ -97,15 +108,22 @@ def run_nightly(*, as_of: date, sources: Path | None = None, timeout: int = 3600
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.write_text("")  # one log per run of this as-of date
     console.print(f"[bold]Nightly reactivation run[/] as of {as_of.isoformat()}")
-    with warehouse_url(settings) as url:
+    with warehouse_url(settings) as url, contextlib.ExitStack() as services:
         ensure_schema(url)
         env = airflow_env(settings, url, sources)
+        if not any(env.get(f"AIRFLOW_CONN_{name}") for name in PROVIDER_CONNECTIONS):
+            from reactivation.local_services import local_providers
+
+            env.update(services.enter_context(local_providers(url)))
+            console.print("providers: the local sandbox (SendGrid and SMS APIs) and the webhook receiver")
         ensure_airflow_db(env, log_file)
+        ensure_pool(env, log_file)
         started = datetime.now(UTC)
         clock = time.monotonic()
         console.print("running the DAG through Airflow (airflow dags test) ...")
         code = _run_logged([_airflow(), "dags", "test", DAG_ID, as_of.isoformat()], env, log_file, timeout)
         seconds = time.monotonic() - clock
+        services.close()  # drain provider events into the warehouse before reading the results
         results = stage_results(url, as_of, started)
         print_stage_summaries(results)
     status = "succeeded" if code == 0 else ("timed out" if code == 124 else "FAILED")

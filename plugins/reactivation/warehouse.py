@@ -239,6 +239,10 @@ def ensure_schema(url: str) -> None:
             conn.execute(statement)
         for statement in SCHEMA_DDL[4:]:
             conn.execute(statement)
+        from reactivation.webhooks.schema import WEBHOOK_DDL
+
+        for statement in WEBHOOK_DDL:
+            conn.execute(statement)
 
 
 def record_stage(url: str, *, dag_run_id: str, as_of, stage: str, status: str, summary: dict) -> None:

@@ -127,5 +127,16 @@ def close(*, as_of: str | date, dag_run_id: str, rejected_by: str | None = None)
             "call_lists": {loc: str(path) for loc, path in exports.items()},
             "batches": {k: len(v) for k, v in batches_by_status(url, as_of_date).items()},
         }
-        record_stage(url, dag_run_id=dag_run_id, as_of=as_of_date, stage="send", status="success", summary=result)
+        with connect(url) as conn:
+            unsent = conn.execute(
+                """select count(*) from ops.outbox o join ops.batches b using (batch_id)
+                   where b.as_of = %s and b.status in ('approved', 'sending') and o.state = 'planned'""",
+                (as_of_date,),
+            ).fetchone()[0]
+        result["unsent_after_send"] = unsent
+        status = "failed" if unsent else "success"
+        record_stage(url, dag_run_id=dag_run_id, as_of=as_of_date, stage="send", status=status, summary=result)
+    if unsent:
+        # Approved touches that no send task moved forward: a send task failed. Fail the run, loudly.
+        raise RuntimeError(f"{unsent} approved touch(es) were not sent; see the send tasks' logs")
     return result

@@ -1,8 +1,9 @@
 """SMS through the official Twilio SDK, pointed at the connection's host.
 
-The SDK always builds ``https://api.twilio.com/...`` URLs; ``_HostRewritingClient``
-swaps that origin for the connection's base URL (the local sandbox by default),
-so the SDK's own request building, auth and error handling stay in use.
+The SDK always builds ``https://api.twilio.com/...`` URLs; its HTTP client is
+swapped for one that rebases them onto the connection's base URL (the local
+sandbox by default), so the SDK's own request building, auth and error
+handling stay in use, and the last response's headers (Retry-After) are kept.
 """
 
 from __future__ import annotations
@@ -16,19 +17,6 @@ from reactivation.outreach.connections import ProviderConnection
 from reactivation.outreach.providers.base import OutboundMessage, SendResult
 
 TIMEOUT_SECONDS = 20
-TWILIO_ORIGIN = "https://api.twilio.com"
-
-
-def _make_http_client(base_url: str):
-    from twilio.http.http_client import TwilioHttpClient
-
-    class _HostRewritingClient(TwilioHttpClient):
-        def request(self, method, url, *args, **kwargs):
-            if base_url != TWILIO_ORIGIN and url.startswith(TWILIO_ORIGIN):
-                url = base_url + url[len(TWILIO_ORIGIN) :]
-            return super().request(method, url, *args, **kwargs)
-
-    return _HostRewritingClient(timeout=TIMEOUT_SECONDS)
 
 
 class TwilioSmsProvider:
@@ -46,10 +34,12 @@ class TwilioSmsProvider:
     def client(self):
         from twilio.rest import Client
 
+        from reactivation.sandbox.clients import RebasedTwilioHttpClient
+
         return Client(
             self.connection.login,
             self.connection.secret.get_secret_value(),
-            http_client=_make_http_client(self.connection.base_url),
+            http_client=RebasedTwilioHttpClient(self.connection.base_url, timeout=TIMEOUT_SECONDS),
         )
 
     def _retry_after(self) -> float | None:

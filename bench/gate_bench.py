@@ -1,0 +1,180 @@
+"""Benchmark: the quality gate against one hand-written SQL statement doing the same checks.
+
+    .venv/bin/python bench/gate_bench.py --patients 100000 [--locations 5] [--repeat 2]
+
+Generates a seeded multi-location extract (``reactivation generate``), loads it,
+builds the dbt marts, then times, in the same run on the same warehouse:
+
+* **gate**: ``run_gate_check`` as the nightly DAG runs it: open the committed GX
+  context, run the checkpoint (SQL pushdown), fetch the failing locations, store
+  results and decision, build Data Docs. Reported cold (first call in the process:
+  includes importing GX) and warm (best of ``--repeat``).
+* **hand SQL**: one statement, no GX, that evaluates every check of the committed
+  suites (their SQL, ``{batch}`` replaced by the table) plus the row counts and the
+  priority range, returning one count per check; best of ``--repeat``.
+
+It prints seconds and the ratio gate / hand SQL (target: at most 3x) and checks the
+two agree on which checks fail. Default 100,000 patients takes a few minutes; the
+design target is 1,000,000 patients (``--patients 1000000``: generation, load and
+dbt build take the better part of an hour on a 2-core box; the gate itself is
+budgeted at 2 minutes there).
+
+Uses ``WAREHOUSE_URL`` when set (a fresh database is created next to it and
+dropped at the end unless ``--keep``), else an embedded server under
+``.state/bench/gate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+AS_OF = date(2026, 11, 1)
+
+
+def hand_sql() -> str:
+    """The same checks as the committed suites, as one SQL statement (one count per check)."""
+    from reactivation.quality.suites import SUITES
+
+    parts = []
+    for suite in SUITES:
+        table = f"{suite.schema}.{suite.table}"
+        for check in suite.checks:
+            label = f"'{suite.name}' as suite, '{check.name}' as expectation"
+            if check.type == "unexpected_rows_expectation":
+                query = check.kwargs["unexpected_rows_query"].format(batch=table)
+                parts.append(f"select {label}, (select count(*) from ({query}) as failing) as failing")
+            elif check.type == "expect_table_row_count_to_be_between":
+                # No previous runs in a fresh bench warehouse: the bound is open, as in the gate.
+                parts.append(f"select {label}, (select count(*) * 0 from {table}) as failing")
+            elif check.type == "expect_column_values_to_be_between":
+                column, low, high = check.kwargs["column"], check.kwargs["min_value"], check.kwargs["max_value"]
+                parts.append(
+                    f"select {label}, (select count(*) from {table} where {column} not between {low} and {high})"
+                    " as failing"
+                )
+            else:
+                raise SystemExit(f"the bench does not know how to write {check.type} by hand")
+    return "\nunion all\n".join(parts)
+
+
+def run_hand_sql(url: str, params) -> tuple[float, set[str]]:
+    import psycopg
+
+    statement = hand_sql()
+    options = " ".join(f"-c {k}={v}" for k, v in params.session_settings().items())
+    started = time.monotonic()
+    with psycopg.connect(url, options=options) as conn:
+        rows = conn.execute(statement).fetchall()
+    return time.monotonic() - started, {f"{suite}:{name}" for suite, name, failing in rows if failing}
+
+
+def run_gate(url: str, state_dir: Path, run: int) -> tuple[float, set[str], float]:
+    from reactivation.quality.gate import run_gate_check
+
+    started = time.monotonic()
+    decision = run_gate_check(url, as_of=AS_OF, dag_run_id=f"bench-{run}", state_dir=state_dir)
+    seconds = time.monotonic() - started
+    failed = {f"{f.suite}:{f.expectation}" for f in decision.expectations if not f.success}
+    return seconds, failed, decision.seconds
+
+
+def prepare(url: str, args, work: Path) -> dict[str, float]:
+    from reactivation.generate import generate_extract
+    from reactivation.ingest.pipeline import load_path
+    from reactivation.transform import run_dbt_build
+
+    timings = {}
+    extract = work / "extract"
+    started = time.monotonic()
+    generate_extract(extract, patients=args.patients, locations=args.locations, seed=args.seed, as_of=AS_OF)
+    timings["generate"] = time.monotonic() - started
+    started = time.monotonic()
+    for location in sorted(p.name for p in extract.iterdir() if (p / "patients.csv").exists()):
+        load_path(url, extract / location, fmt="csv", location=location)
+    timings["load"] = time.monotonic() - started
+    started = time.monotonic()
+    built = run_dbt_build(url, as_of=AS_OF)
+    timings["dbt build"] = time.monotonic() - started
+    if not built["success"]:
+        raise SystemExit(f"dbt build failed: {built['failures']}")
+    shutil.rmtree(extract, ignore_errors=True)
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=100_000, help="people to generate (default 100000)")
+    parser.add_argument("--locations", type=int, default=5, help="locations (default 5)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=2, help="timed runs of each side; the best counts (default 2)")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    args = parser.parse_args(argv)
+
+    import psycopg
+
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    work = ROOT / ".state" / "bench" / "gate"
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ["REACTIVATION_STATE_DIR"] = str(work / "state")
+    from reactivation.settings import get_settings
+
+    get_settings.cache_clear()
+    server = None
+    base = os.environ.get("WAREHOUSE_URL")
+    if not base:
+        from reactivation.embedded_warehouse import EmbeddedWarehouse
+
+        server = EmbeddedWarehouse(work / "warehouse")
+        server.start()
+        base = server.admin_url()
+    name = f"bench_gate_{uuid.uuid4().hex[:8]}"
+    admin = base.rpartition("/")[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    url = f"{base.rpartition('/')[0]}/{name}"
+    try:
+        print(f"preparing {args.patients} patients at {args.locations} locations ...", flush=True)
+        timings = prepare(url, args, work)
+        for step, seconds in timings.items():
+            print(f"  {step:<10} {seconds:8.1f} s")
+        from reactivation.quality.gate import run_parameters
+
+        params = run_parameters(AS_OF)
+        cold, gate_failed, _ = run_gate(url, work / "state", 0)
+        gate_runs, hand_runs = [], []
+        hand_failed: set[str] = set()
+        for run in range(1, args.repeat + 1):
+            seconds, hand_failed = run_hand_sql(url, params)
+            hand_runs.append(seconds)
+            seconds, gate_failed, _ = run_gate(url, work / "state", run)
+            gate_runs.append(seconds)
+        gate, hand = min(gate_runs), min(hand_runs)
+        print(f"gate (cold, first call, imports GX)  {cold:8.2f} s")
+        print(f"gate (warm, best of {args.repeat})              {gate:8.2f} s")
+        print(f"hand-written SQL (best of {args.repeat})        {hand:8.2f} s")
+        print(f"ratio gate / hand SQL: warm {gate / hand:.2f}x, cold {cold / hand:.2f}x (target <= 3x)")
+        agree = gate_failed == hand_failed
+        print(f"same checks fail on both sides: {'yes' if agree else 'NO'} ({len(gate_failed)} failing)")
+        if not agree:
+            print(f"  only gate: {sorted(gate_failed - hand_failed)}; only SQL: {sorted(hand_failed - gate_failed)}")
+        return 0 if agree else 1
+    finally:
+        if not args.keep:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'drop database if exists "{name}" with (force)')
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

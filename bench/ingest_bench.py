@@ -1,0 +1,420 @@
+"""Ingest benchmark: our loader against psql \\copy, pandas and Airflow's PostgresHook.insert_rows, in one run.
+
+Why: the loader validates and normalises every row in Python on its way into PostgreSQL COPY; this shows
+what that costs next to the fastest way to put the same files into typed tables (psql \\copy) and next to
+the two ways people usually reach for (pandas, Airflow's insert_rows), and that the loader's memory does
+not grow with the file.
+
+    .venv/bin/python bench/ingest_bench.py                 # 100k patients: about 1.26M rows
+    .venv/bin/python bench/ingest_bench.py --patients 20000 --small-patients 2000 --repeat 1   # a quick look
+
+It generates (or reuses) seeded extracts under .state/bench-ingest, starts a private embedded PostgreSQL
+under .state/bench-warehouse (stopped at the end if this run started it), loads the same files with each
+method into a fresh database, and prints rows per second, each method's time relative to ours for the
+same rows, CPU seconds (ours and the server's: the figure to trust when the machine is busy), and our
+peak memory on two extract sizes. pandas and insert_rows run on the first ``--subset`` of every file
+(their rows/s is then compared with ours). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+from reactivation.embedded_warehouse import EmbeddedWarehouse, _bin  # noqa: E402
+from reactivation.ingest.contract import ENTITIES  # noqa: E402
+
+WORK_DIR = ROOT / ".state" / "bench-ingest"
+SERVER_DIR = ROOT / ".state" / "bench-warehouse"
+PSQL_TARGET = 1.5  # ours may take at most this many times psql \copy's time
+PANDAS_TARGET = 10.0  # ours must be at least this many times faster than pandas
+SAMPLE_SECONDS = 0.05
+MB = 1024 * 1024
+
+
+@dataclass
+class Run:
+    """One method loading one set of files."""
+
+    method: str
+    rows: int
+    seconds: float
+    client_cpu: float
+    server_cpu: float
+    peak_rss: int = 0
+    baseline_rss: int = 0
+    note: str = ""
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds
+
+
+@dataclass
+class Extract:
+    """A generated extract: its folder of CSV files and the rows they hold (headers excluded)."""
+
+    folder: Path
+    rows: int
+    files: list[Path] = field(default_factory=list)
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+class Sampler:
+    """Samples our process's RSS and every PostgreSQL process's CPU time while a method runs.
+
+    Why a thread: the loader runs in this process, so its peak memory is this process's peak RSS during
+    the load; and the server's CPU time (backends come and go) can only be read while they live.
+    """
+
+    def __init__(self, postmaster: psutil.Process) -> None:
+        self.postmaster = postmaster
+        self.me = psutil.Process()
+        self.peak_rss = 0
+        self.start_cpu: dict[int, float] = {}
+        self.last_cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _server_cpu(self) -> dict[int, float]:
+        cpu = {}
+        for process in [self.postmaster, *self.postmaster.children()]:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            cpu[process.pid] = times.user + times.system
+        return cpu
+
+    def _sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, self.me.memory_info().rss)
+        self.last_cpu.update(self._server_cpu())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            self._sample()
+
+    def __enter__(self) -> Sampler:
+        self.start_cpu = self._server_cpu()
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def server_cpu(self) -> float:
+        return sum(cpu - self.start_cpu.get(pid, 0.0) for pid, cpu in self.last_cpu.items())
+
+
+def _cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextmanager
+def measured(method: str, rows: int, postmaster: psutil.Process, child_process: bool = False) -> Iterator[Run]:
+    """Time the block; fill in wall seconds, client CPU (ours, or psql's), server CPU and our peak RSS."""
+    who = resource.RUSAGE_CHILDREN if child_process else resource.RUSAGE_SELF
+    run = Run(method, rows, 0.0, 0.0, 0.0, baseline_rss=psutil.Process().memory_info().rss)
+    cpu_before = _cpu_seconds(who)
+    with Sampler(postmaster) as sampler:
+        started = time.perf_counter()
+        yield run
+        run.seconds = time.perf_counter() - started
+    run.client_cpu = _cpu_seconds(who) - cpu_before
+    run.server_cpu = sampler.server_cpu
+    run.peak_rss = sampler.peak_rss
+
+
+# -- extracts and databases --------------------------------------------------------------------
+
+
+def _count_rows(folder: Path) -> Extract:
+    files = sorted(folder.glob("*.csv"))
+    rows = 0
+    for path in files:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows += sum(1 for _ in csv.reader(handle)) - 1
+    return Extract(folder, rows, files)
+
+
+def generated_extract(patients: int) -> Extract:
+    """The seeded one-location extract for ``patients`` people, generated on first use."""
+    out = WORK_DIR / f"extract-{patients}"
+    if not (out / "expected.json").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"generating {patients} patients into {out} ...", flush=True)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "reactivation"), "generate", "--patients", str(patients),
+             "--locations", "1", "--seed", "1", str(out)],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    return _count_rows(out / "loc_01")
+
+
+def subset_extract(extract: Extract, fraction: float) -> Extract:
+    """The first ``fraction`` of every file of ``extract`` (for the slow peers), written once."""
+    if fraction >= 1:
+        return extract
+    out = WORK_DIR / f"{extract.folder.parent.name}-first-{fraction:g}"
+    if not out.exists():
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for path in extract.files:
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            keep = math.ceil((len(lines) - 1) * fraction)
+            (tmp / path.name).write_text("".join(lines[: keep + 1]), encoding="utf-8")
+        tmp.rename(out)
+    return _count_rows(out)
+
+
+def extract_timezone(extract: Extract) -> str:
+    """The zone our loader reads naive timestamps in (the one location's); psql is given the same."""
+    with (extract.folder / "locations.csv").open(newline="", encoding="utf-8") as handle:
+        return next(csv.DictReader(handle))["timezone"]
+
+
+class Server:
+    """The private embedded PostgreSQL, with a fresh database per run."""
+
+    def __init__(self) -> None:
+        self.warehouse = EmbeddedWarehouse(SERVER_DIR)
+        self.started_here = not self.warehouse.is_running()
+        self.warehouse.start()
+        pid = int((self.warehouse.pgdata / "postmaster.pid").read_text().split()[0])
+        self.postmaster = psutil.Process(pid)
+
+    def url(self, database: str, user: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.warehouse.port}/{database}"
+
+    def fresh_database(self, name: str, owner: str = "postgres") -> str:
+        with psycopg.connect(self.warehouse.admin_url(), autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+            conn.execute(f'create database "{name}" owner "{owner}"')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.warehouse.admin_url(), autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+    def ensure_role(self, role: str) -> None:
+        """A login role without superuser rights (so the loader keeps PostgreSQL's foreign-key checks)."""
+        with psycopg.connect(self.warehouse.admin_url(), autocommit=True) as conn:
+            if not conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+                conn.execute(f'create role "{role}" login nosuperuser')
+
+    def stop(self) -> None:
+        if self.started_here:
+            self.warehouse.stop()
+
+
+def _create_tables(url: str, extract: Extract, typed: bool) -> None:
+    """One table per file with the file's columns: the raw layer's types, or all text."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for path in extract.files:
+            entity = ENTITIES[path.stem]
+            columns = ", ".join(f"{c.name} {c.sql_type if typed else 'text'}" for c in entity.columns)
+            conn.execute(f"create table {path.stem} ({columns})")
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle))
+
+
+# -- the methods -------------------------------------------------------------------------------
+
+
+def run_ours(server: Server, extract: Extract, label: str = "ours", user: str = "postgres") -> Run:
+    """reactivation.ingest.pipeline.load_path into the raw schema of a fresh database, in this process."""
+    from reactivation.ingest.pipeline import load_path
+    from reactivation.warehouse import ensure_schema
+
+    database = f"bench_{label.replace(' ', '_').replace(',', '')}"
+    if user != "postgres":
+        server.ensure_role(user)
+    server.fresh_database(database, owner=user)
+    url = server.url(database, user)
+    ensure_schema(url)  # not timed: the schema exists before a nightly load
+    with measured(label, extract.rows, server.postmaster) as run:
+        summary = load_path(url, extract.folder, fmt="csv", location="bench")
+    totals = summary.totals
+    if totals["rows_read"] != extract.rows or totals["rejected"]:
+        raise SystemExit(f"{label}: unexpected load summary {totals}")
+    run.note = f"{totals['rows_loaded']} loaded, {totals['rows_quarantined']} quarantined"
+    server.drop_database(database)
+    return run
+
+
+def run_psql(server: Server, extract: Extract) -> Run:
+    """psql \\copy of every file into plain typed tables (the raw layer's types, no keys or indexes)."""
+    database = "bench_psql"
+    url = server.fresh_database(database)
+    _create_tables(url, extract, typed=True)
+    commands = ["-c", f"set timezone = '{extract_timezone(extract)}'"]
+    for path in extract.files:
+        # on_error ignore (PostgreSQL 17+): rows with an invalid date are skipped, as we quarantine them.
+        columns = ", ".join(_header(path))
+        options = "format csv, header true, on_error ignore"
+        commands += ["-c", f"\\copy {path.stem} ({columns}) from '{path}' with ({options})"]
+    with measured("psql \\copy", extract.rows, server.postmaster, child_process=True) as run:
+        done = subprocess.run(
+            [str(_bin("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", url, *commands],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"psql failed: {done.stderr[-2000:]}")
+    with psycopg.connect(url) as conn:
+        loaded = sum(conn.execute(f"select count(*) from {p.stem}").fetchone()[0] for p in extract.files)
+    run.note = f"{loaded} loaded, {extract.rows - loaded} skipped (on_error ignore)"
+    server.drop_database(database)
+    return run
+
+
+def run_pandas(server: Server, extract: Extract) -> Run:
+    """pandas.read_csv + DataFrame.to_sql with default settings (method=None, no chunksize), SQLAlchemy + psycopg."""
+    import pandas as pd
+    from sqlalchemy import create_engine
+
+    database = "bench_pandas"
+    url = server.fresh_database(database).replace("postgresql://", "postgresql+psycopg://")
+    engine = create_engine(url)
+    with measured("pandas to_sql", extract.rows, server.postmaster) as run:
+        for path in extract.files:
+            pd.read_csv(path).to_sql(path.stem, engine, index=False)
+    engine.dispose()
+    run.note = "tables created by pandas (inferred types: text for dates)"
+    server.drop_database(database)
+    return run
+
+
+def run_insert_rows(server: Server, extract: Extract, commit_every: int) -> Run:
+    """Airflow PostgresHook.insert_rows (psycopg 3 executemany, a commit every ``commit_every`` rows)."""
+    os.environ.setdefault("AIRFLOW_HOME", str(WORK_DIR / "airflow-home"))
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # else a line per commit_every rows
+    database = "bench_insert_rows"
+    url = server.fresh_database(database)
+    os.environ["AIRFLOW_CONN_BENCH_PG"] = url.replace("postgresql://", "postgres://")
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    _create_tables(url, extract, typed=False)
+    hook = PostgresHook(postgres_conn_id="bench_pg")
+    with measured("insert_rows", extract.rows, server.postmaster) as run:
+        for path in extract.files:
+            with path.open(newline="", encoding="utf-8") as handle:
+                reader = csv.reader(handle)
+                header = next(reader)
+                hook.insert_rows(path.stem, reader, target_fields=header, commit_every=commit_every)
+    run.note = f"all-text tables, commit_every={commit_every}"
+    server.drop_database(database)
+    return run
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def print_table(runs: list[Run], ours: Run) -> None:
+    """Rows/s and time relative to ours for the same rows (ratio of rows/s, so subsets compare fairly)."""
+    print()
+    print(f"{'method':<26}{'rows':>10}{'seconds':>9}{'rows/s':>10}{'time vs ours':>14}{'CPU s (client+server)':>24}")
+    for run in runs:
+        ratio = ours.rows_per_second / run.rows_per_second
+        cpu = f"{run.client_cpu:.1f} + {run.server_cpu:.1f}"
+        print(
+            f"{run.method:<26}{run.rows:>10,}{run.seconds:>9.2f}{run.rows_per_second:>10,.0f}{ratio:>13.2f}x{cpu:>24}"
+        )
+    print()
+    for run in runs:
+        print(f"  {run.method}: {run.note}")
+
+
+def print_memory(small: Run, big: Run) -> None:
+    print()
+    print("our peak memory (RSS of this process while loading; growth over the RSS before the load):")
+    for run in (small, big):
+        print(
+            f"  {run.rows:>10,} rows: peak {run.peak_rss / MB:6.1f} MB, "
+            f"growth {(run.peak_rss - run.baseline_rss) / MB:5.1f} MB"
+        )
+
+
+def print_targets(ours: Run, psql: Run, pandas: Run) -> None:
+    psql_ratio = ours.seconds / psql.seconds * psql.rows / ours.rows
+    pandas_speedup = ours.rows_per_second / pandas.rows_per_second
+    psql_verdict = "MET" if psql_ratio <= PSQL_TARGET else "NOT MET"
+    pandas_verdict = "MET" if pandas_speedup >= PANDAS_TARGET else "NOT MET"
+    print()
+    print(f"target: at most {PSQL_TARGET}x psql \\copy's time: {psql_ratio:.2f}x -> {psql_verdict}")
+    print(f"target: at least {PANDAS_TARGET:g}x faster than pandas: {pandas_speedup:.1f}x -> {pandas_verdict}")
+    cpu_ratio = (ours.client_cpu + ours.server_cpu) / (psql.client_cpu + psql.server_cpu)
+    print(f"(CPU: ours uses {cpu_ratio:.2f}x the CPU seconds of psql \\copy for the same rows)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=100_000, help="people in the main extract (default 100000)")
+    parser.add_argument("--small-patients", type=int, default=10_000, help="the small extract for the memory check")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of ours and psql; the fastest counts")
+    parser.add_argument("--subset", type=float, default=0.2, help="fraction of each file for pandas and insert_rows")
+    parser.add_argument("--commit-every", type=int, default=1000, help="insert_rows' commit_every (its default)")
+    parser.add_argument("--skip-fk-run", action="store_true", help="skip ours as a non-superuser (FK checks on)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    small, big = generated_extract(args.small_patients), generated_extract(args.patients)
+    subset = subset_extract(big, args.subset)
+    print(f"extracts: {small.rows:,} rows ({args.small_patients} patients), {big.rows:,} rows ({args.patients})")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    server = Server()
+    try:
+        ours_small = run_ours(server, small, "ours, small extract")
+        runs_ours, runs_psql = [], []
+        for _ in range(args.repeat):  # interleaved, so both meet the same background load
+            runs_ours.append(run_ours(server, big))
+            runs_psql.append(run_psql(server, big))
+        ours = min(runs_ours, key=lambda run: run.seconds)
+        psql = min(runs_psql, key=lambda run: run.seconds)
+        runs = [ours, psql]
+        if not args.skip_fk_run:
+            runs.append(run_ours(server, big, "ours, FK checks on", user="bench_loader"))
+        pandas = run_pandas(server, subset)
+        runs += [pandas, run_insert_rows(server, subset, args.commit_every)]
+    finally:
+        server.stop()
+    print_table(runs, ours)
+    print_memory(ours_small, ours)
+    print_targets(ours, psql, pandas)
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+-- Every coded clinical event of every person, whatever entity it came in:
+-- visits (encounter visit types), procedures, observations (with their value)
+-- and conditions (with onset and resolution). Codes are normalised for matching:
+-- CPT, HCPCS and CDT share one key space (CDT codes are HCPCS level II D-codes),
+-- SNOMED and ICD-10-CM spellings are unified, and dots are dropped (E11.9 = E119).
+with patients as (
+    select * from {{ ref('int_patients_mapped') }}
+),
+
+encounters as (
+    select * from {{ ref('stg_emr__encounters') }}
+),
+
+procedures as (
+    select * from {{ ref('stg_emr__procedures') }}
+),
+
+observations as (
+    select * from {{ ref('stg_emr__observations') }}
+),
+
+conditions as (
+    select * from {{ ref('stg_emr__conditions') }}
+),
+
+encounter_locations as (
+    select
+        source_system,
+        source_location_id,
+        encounter_id,
+        location_id
+    from encounters
+),
+
+visit_events as (
+    select
+        encounters.encounter_key as event_id,
+        'visit' as event_kind,
+        encounters.source_system,
+        encounters.source_location_id,
+        encounters.patient_id,
+        cast(encounters.encounter_date as date) as event_date,
+        cast(null as date) as active_until,
+        encounters.visit_type_system as code_system,
+        encounters.visit_type_code as code,
+        cast(null as numeric) as value_numeric,
+        encounters.location_id
+    from encounters
+    where encounters.visit_type_code is not null
+),
+
+procedure_events as (
+    select
+        procedures.procedure_key as event_id,
+        'procedure' as event_kind,
+        procedures.source_system,
+        procedures.source_location_id,
+        procedures.patient_id,
+        cast(procedures.performed_at as date) as event_date,
+        cast(null as date) as active_until,
+        procedures.code_system,
+        procedures.code,
+        cast(null as numeric) as value_numeric,
+        encounter_locations.location_id
+    from procedures
+    left join encounter_locations
+        on
+            procedures.source_system = encounter_locations.source_system
+            and procedures.source_location_id = encounter_locations.source_location_id
+            and procedures.encounter_id = encounter_locations.encounter_id
+),
+
+observation_events as (
+    select
+        observations.observation_key as event_id,
+        'observation' as event_kind,
+        observations.source_system,
+        observations.source_location_id,
+        observations.patient_id,
+        cast(observations.observed_at as date) as event_date,
+        cast(null as date) as active_until,
+        observations.code_system,
+        observations.code,
+        cast(observations.value_numeric as numeric) as value_numeric,
+        encounter_locations.location_id
+    from observations
+    left join encounter_locations
+        on
+            observations.source_system = encounter_locations.source_system
+            and observations.source_location_id = encounter_locations.source_location_id
+            and observations.encounter_id = encounter_locations.encounter_id
+),
+
+condition_events as (
+    select
+        conditions.condition_key as event_id,
+        'condition' as event_kind,
+        conditions.source_system,
+        conditions.source_location_id,
+        conditions.patient_id,
+        cast(conditions.onset_date as date) as event_date,
+        cast(conditions.resolved_date as date) as active_until,
+        conditions.code_system,
+        conditions.code,
+        cast(null as numeric) as value_numeric,
+        encounter_locations.location_id
+    from conditions
+    left join encounter_locations
+        on
+            conditions.source_system = encounter_locations.source_system
+            and conditions.source_location_id = encounter_locations.source_location_id
+            and conditions.encounter_id = encounter_locations.encounter_id
+),
+
+all_events as (
+    select * from visit_events
+    union all
+    select * from procedure_events
+    union all
+    select * from observation_events
+    union all
+    select * from condition_events
+),
+
+final as (
+    select
+        all_events.event_id,
+        all_events.event_kind,
+        patients.person_id,
+        all_events.event_date,
+        all_events.active_until,
+        all_events.code_system,
+        all_events.code,
+        case
+            when upper(all_events.code_system) in ('CPT', 'HCPCS', 'CDT') then 'HCPCS'
+            when upper(all_events.code_system) in ('SNOMED', 'SNOMEDCT', 'SNOMED-CT', 'SCT') then 'SNOMED'
+            when upper(all_events.code_system) in ('ICD10CM', 'ICD10', 'ICD-10-CM') then 'ICD10CM'
+            else upper(all_events.code_system)
+        end as code_system_key,
+        upper(replace(trim(all_events.code), '.', '')) as code_key,
+        all_events.value_numeric,
+        coalesce(all_events.location_id, patients.location_id) as location_id,
+        all_events.source_system
+    from all_events
+    inner join patients
+        on
+            all_events.source_system = patients.source_system
+            and all_events.source_location_id = patients.source_location_id
+            and all_events.patient_id = patients.patient_id
+)
+
+select * from final

@@ -1,0 +1,125 @@
+-- What the care-gap rules need to know about each person on the as-of date: age,
+-- sex, whether they were alive, which kinds of practice (medical, dental) they
+-- are a patient of, their last visits, and every value set they are "in":
+-- an unresolved condition, or any other coded event on or before the as-of date
+-- (a mastectomy, a hospice admission, a periodontal treatment).
+with persons as (
+    select * from {{ ref('persons') }}
+),
+
+patients as (
+    select * from {{ ref('int_patients_mapped') }}
+),
+
+locations as (
+    select * from {{ ref('int_locations_classified') }}
+),
+
+last_visits as (
+    select * from {{ ref('int_last_completed_visits') }}
+),
+
+coded_events as (
+    select * from {{ ref('int_clinical_events_coded') }}
+),
+
+run_parameters as (
+    select cast('{{ var("as_of") }}' as date) as as_of_date
+),
+
+record_practice_types as (
+    select
+        patients.person_id,
+        coalesce(locations.practice_type, 'medical') as practice_type,
+        min(patients.location_id) as location_id
+    from patients
+    left join locations
+        on
+            patients.source_system = locations.source_system
+            and patients.location_id = locations.location_id
+    group by patients.person_id, coalesce(locations.practice_type, 'medical')
+),
+
+practice_membership as (
+    select
+        person_id,
+        max(case when practice_type = 'medical' then location_id end) as medical_record_location_id,
+        max(case when practice_type = 'dental' then location_id end) as dental_record_location_id
+    from record_practice_types
+    group by person_id
+),
+
+active_value_sets as (
+    select distinct
+        coded_events.person_id,
+        coded_events.value_set_id
+    from coded_events
+    cross join run_parameters
+    where
+        (coded_events.event_date is null or coded_events.event_date <= run_parameters.as_of_date)
+        and (coded_events.active_until is null or coded_events.active_until > run_parameters.as_of_date)
+),
+
+value_set_lists as (
+    select
+        person_id,
+        {{ dbt.concat(["'|'", dbt.listagg('value_set_id', "'|'", 'order by value_set_id'), "'|'"]) }}
+            as active_value_set_ids
+    from active_value_sets
+    group by person_id
+),
+
+final as (
+    select
+        persons.person_id,
+        persons.home_location_id,
+        persons.birth_date,
+        persons.sex,
+        cast(
+            floor(
+                (
+                    {{ dbt.datediff('persons.birth_date', 'run_parameters.as_of_date', 'month') }}
+                    - case
+                        when
+                            extract(day from run_parameters.as_of_date) < extract(day from persons.birth_date)
+                            then 1
+                        else 0
+                    end
+                ) / 12.0
+            ) as {{ dbt.type_int() }}
+        ) as age_years,
+        coalesce(persons.is_deceased, false)
+        and (persons.deceased_date is null or persons.deceased_date <= run_parameters.as_of_date) as is_deceased,
+        persons.deceased_date,
+        (
+            practice_membership.medical_record_location_id is not null
+            or last_visits.last_medical_visit_date is not null
+        ) as is_medical_patient,
+        (
+            practice_membership.dental_record_location_id is not null
+            or last_visits.last_dental_visit_date is not null
+        ) as is_dental_patient,
+        coalesce(
+            last_visits.last_medical_location_id, practice_membership.medical_record_location_id
+        ) as medical_location_id,
+        coalesce(
+            last_visits.last_dental_location_id, practice_membership.dental_record_location_id
+        ) as dental_location_id,
+        last_visits.last_visit_date,
+        last_visits.last_visit_location_id,
+        last_visits.last_medical_visit_date,
+        last_visits.last_medical_location_id,
+        last_visits.last_dental_visit_date,
+        last_visits.last_dental_location_id,
+        coalesce(value_set_lists.active_value_set_ids, '|') as active_value_set_ids
+    from persons
+    cross join run_parameters
+    left join practice_membership
+        on persons.person_id = practice_membership.person_id
+    left join last_visits
+        on persons.person_id = last_visits.person_id
+    left join value_set_lists
+        on persons.person_id = value_set_lists.person_id
+)
+
+select * from final

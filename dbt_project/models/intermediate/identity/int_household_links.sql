@@ -1,0 +1,100 @@
+{#- A key shared by more people than this is not a household: a care home's address,
+    a clinic's front-desk phone, a shelter. Such keys link nobody. -#}
+{%- set max_people = {'address': 12, 'phone': 8, 'account': 20} -%}
+{{ config(post_hook="{{ identity_analyze(this) }}") }}
+
+-- The links that put two people in one household: a shared normalised address line
+-- and postal code, a shared valid phone, a shared source account (household_key,
+-- scoped to its source location), or one being the other's guarantor. A shared key
+-- links each holder to the key's smallest person_id (a star: same components, fewer
+-- rows than all pairs).
+with identified as (
+    select * from {{ ref('int_patients_identified') }}
+),
+
+patients as (
+    select * from {{ ref('int_patients_normalised') }}
+),
+
+records as (
+    select
+        identified.person_id,
+        patients.*
+    from identified
+    inner join patients
+        on identified.patient_key = patients.patient_key
+),
+
+shared_keys as (
+    select
+        'address' as link_type,
+        {{ dbt.concat(["address_normalised", "'|'", "postal_code_5"]) }} as link_key,
+        person_id
+    from records
+    where address_normalised is not null and postal_code_5 is not null
+    union
+    select
+        'phone' as link_type,
+        phone_e164_valid as link_key,
+        person_id
+    from records
+    where phone_e164_valid is not null
+    union
+    select
+        'account' as link_type,
+        {{ dbt.concat(["source_system", "'|'", "source_location_id", "'|'", "household_key"]) }} as link_key,
+        person_id
+    from records
+    where household_key is not null
+),
+
+shared_key_groups as (
+    select
+        link_type,
+        link_key,
+        min(person_id) as anchor_person_id,
+        count(*) as people
+    from shared_keys
+    group by link_type, link_key
+),
+
+links as (
+    select
+        shared_keys.link_type,
+        shared_keys.person_id as person_id_a,
+        shared_key_groups.anchor_person_id as person_id_b
+    from shared_keys
+    inner join shared_key_groups
+        on
+            shared_keys.link_type = shared_key_groups.link_type
+            and shared_keys.link_key = shared_key_groups.link_key
+    where
+        shared_keys.person_id <> shared_key_groups.anchor_person_id
+        and (
+            (shared_key_groups.link_type = 'address' and shared_key_groups.people <= {{ max_people['address'] }})
+            or (shared_key_groups.link_type = 'phone' and shared_key_groups.people <= {{ max_people['phone'] }})
+            or (shared_key_groups.link_type = 'account' and shared_key_groups.people <= {{ max_people['account'] }})
+        )
+    union
+    select
+        'guarantor' as link_type,
+        dependants.person_id as person_id_a,
+        guarantors.person_id as person_id_b
+    from records as dependants
+    inner join records as guarantors
+        on
+            dependants.source_system = guarantors.source_system
+            and dependants.source_location_id = guarantors.source_location_id
+            and dependants.guarantor_id = guarantors.patient_id
+    where dependants.person_id <> guarantors.person_id
+),
+
+final as (
+    select
+        link_type,
+        person_id_a,
+        person_id_b
+    from links
+)
+
+select * from final

@@ -1,0 +1,432 @@
+-- One row per person per enabled care-gap rule whose population the person is in,
+-- with the rule's status on the as-of date. Everything a rule needs comes from
+-- the catalog (seeds/rules): who it applies to, which value sets close it and
+-- after how long, what excludes a person. Two evaluators:
+--   interval rules (rule_kind 'interval'): due = the latest closing event of each
+--     closing value set + its interval; the value set that keeps the person
+--     covered longest wins. The short interval applies when the person is in the
+--     rule's short_interval value set (periodontal disease) or the latest valued
+--     closing event is above above_goal_value (HbA1c above 8.0). A rule with no
+--     closing value sets is closed by any completed visit (dormant).
+--   event-driven rules (missed appointment, referral, treatment plan, recalls):
+--     due = trigger date + grace_days, unless the trigger was closed or withdrawn.
+-- Boundary: a gap is open ON its due date (evidence date + interval): exactly
+-- 12 months after a wellness visit the yearly check-up is open, days_overdue 0.
+-- The steps join CTEs only to tables, never to each other, so the planner's row
+-- estimates cannot turn a join into a nested loop over millions of rows.
+with rules as (
+    select * from {{ ref('care_gap_rules') }}
+),
+
+rule_value_sets as (
+    select * from {{ ref('int_care_gap_rule_value_sets') }}
+),
+
+person_facts as (
+    select * from {{ ref('int_person_facts') }}
+),
+
+coded_events as (
+    select * from {{ ref('int_clinical_events_coded') }}
+),
+
+triggers as (
+    select * from {{ ref('int_care_gap_triggers') }}
+),
+
+run_parameters as (
+    select cast('{{ var("as_of") }}' as date) as as_of_date
+),
+
+-- population: demographics, practice type, required conditions, exclusions --------
+
+population as (
+    select
+        person_facts.person_id,
+        person_facts.birth_date,
+        person_facts.is_deceased,
+        person_facts.home_location_id,
+        person_facts.last_visit_date,
+        person_facts.last_medical_visit_date,
+        person_facts.last_dental_visit_date,
+        case rules.practice_type
+            when 'medical' then person_facts.medical_location_id
+            when 'dental' then person_facts.dental_location_id
+            else person_facts.last_visit_location_id
+        end as practice_location_id,
+        rules.rule_id,
+        rules.rule_kind,
+        rules.practice_type,
+        rules.priority,
+        rules.cadence_id,
+        rules.reason,
+        rules.interval_months,
+        rules.short_interval_months,
+        rules.above_goal_value,
+        coalesce(rules.due_soon_days, 0) as due_soon_days,
+        coalesce(rules.grace_days, 0) as grace_days,
+        rules.lookback_months,
+        run_parameters.as_of_date,
+        sum(
+            case
+                when
+                    rule_value_sets.value_set_role = 'condition'
+                    and person_facts.active_value_set_ids
+                    not like {{ dbt.concat(["'%|'", "rule_value_sets.value_set_id", "'|%'"]) }}
+                    then 1
+                else 0
+            end
+        ) as missing_condition_count,
+        min(
+            case
+                when
+                    rule_value_sets.value_set_role = 'exclusion'
+                    and person_facts.active_value_set_ids
+                    like {{ dbt.concat(["'%|'", "rule_value_sets.value_set_id", "'|%'"]) }}
+                    then rule_value_sets.value_set_id
+            end
+        ) as exclusion_value_set_id,
+        max(
+            case
+                when
+                    rule_value_sets.value_set_role = 'short_interval'
+                    and person_facts.active_value_set_ids
+                    like {{ dbt.concat(["'%|'", "rule_value_sets.value_set_id", "'|%'"]) }}
+                    then 1
+                else 0
+            end
+        ) = 1 as in_short_interval_value_set,
+        sum(case when rule_value_sets.value_set_role = 'closing' then 1 else 0 end) as closing_value_set_count
+    from person_facts
+    cross join rules
+    cross join run_parameters
+    left join rule_value_sets
+        on rules.rule_id = rule_value_sets.rule_id
+    where
+        rules.enabled
+        and person_facts.birth_date <= run_parameters.as_of_date
+        and (rules.min_age is null or person_facts.age_years >= rules.min_age)
+        and (rules.max_age is null or person_facts.age_years <= rules.max_age)
+        and (coalesce(rules.sex, 'any') = 'any' or person_facts.sex = rules.sex)
+        and (
+            coalesce(rules.practice_type, 'any') = 'any'
+            or (rules.practice_type = 'medical' and person_facts.is_medical_patient)
+            or (rules.practice_type = 'dental' and person_facts.is_dental_patient)
+        )
+    group by
+        person_facts.person_id,
+        person_facts.birth_date,
+        person_facts.is_deceased,
+        person_facts.home_location_id,
+        person_facts.last_visit_date,
+        person_facts.last_medical_visit_date,
+        person_facts.last_dental_visit_date,
+        person_facts.medical_location_id,
+        person_facts.dental_location_id,
+        person_facts.last_visit_location_id,
+        rules.rule_id,
+        rules.rule_kind,
+        rules.practice_type,
+        rules.priority,
+        rules.cadence_id,
+        rules.reason,
+        rules.interval_months,
+        rules.short_interval_months,
+        rules.above_goal_value,
+        rules.due_soon_days,
+        rules.grace_days,
+        rules.lookback_months,
+        run_parameters.as_of_date
+    having
+        sum(
+            case
+                when
+                    rule_value_sets.value_set_role = 'condition'
+                    and person_facts.active_value_set_ids
+                    not like {{ dbt.concat(["'%|'", "rule_value_sets.value_set_id", "'|%'"]) }}
+                    then 1
+                else 0
+            end
+        ) = 0
+),
+
+-- interval rules ----------------------------------------------------------------------
+
+-- Closing events on or before the as-of date, each with the rule's setting and the
+-- value of the person's latest valued closing event (the HbA1c result that decides
+-- whether the 3- or 6-month interval applies).
+closing_events as (
+    select
+        population.*,
+        rule_value_sets.value_set_id,
+        rule_value_sets.interval_months as value_set_interval_months,
+        rule_value_sets.min_age_at_event,
+        coded_events.event_date,
+        coded_events.value_numeric,
+        coded_events.location_id as event_location_id,
+        row_number() over (
+            partition by population.person_id, population.rule_id, rule_value_sets.value_set_id
+            order by coded_events.event_date desc, coded_events.value_numeric desc nulls last,
+                coded_events.location_id asc
+        ) as value_set_recency_rank,
+        first_value(coded_events.value_numeric) over (
+            partition by population.person_id, population.rule_id
+            order by
+                case when coded_events.value_numeric is null then 1 else 0 end asc,
+                coded_events.event_date desc,
+                coded_events.value_numeric desc
+        ) as latest_value
+    from population
+    inner join rule_value_sets
+        on
+            population.rule_id = rule_value_sets.rule_id
+            and rule_value_sets.value_set_role = 'closing'
+    inner join coded_events
+        on
+            population.person_id = coded_events.person_id
+            and rule_value_sets.value_set_id = coded_events.value_set_id
+    where
+        population.rule_kind = 'interval'
+        and coded_events.event_date <= population.as_of_date
+),
+
+-- The candidates for each person and rule: the latest event of every closing value
+-- set (counted only from min_age_at_event: an HPV test before 30), the last
+-- completed visit for rules without closing value sets, and an empty row that
+-- stands for "no evidence on record".
+interval_candidates as (
+    select
+        closing_events.*,
+        case
+            when
+                closing_events.short_interval_months is not null
+                and (
+                    closing_events.in_short_interval_value_set
+                    or closing_events.latest_value > closing_events.above_goal_value
+                )
+                then closing_events.short_interval_months
+            else closing_events.value_set_interval_months
+        end as effective_interval_months
+    from closing_events
+    where
+        closing_events.value_set_recency_rank = 1
+        and (
+            closing_events.min_age_at_event is null
+            or closing_events.event_date
+            >= {{ dbt.dateadd('year', 'closing_events.min_age_at_event', 'closing_events.birth_date') }}
+        )
+),
+
+-- Rules without closing value sets (dormant) are closed by the last completed visit
+-- at a practice of the rule's type; rules with them get an empty "no evidence" row.
+fallback_options as (
+    select
+        population.*,
+        case when population.closing_value_set_count = 0 then 'completed_visit' end as evidence_value_set_id,
+        case
+            when population.closing_value_set_count > 0 then null
+            when population.practice_type = 'medical' then population.last_medical_visit_date
+            when population.practice_type = 'dental' then population.last_dental_visit_date
+            else population.last_visit_date
+        end as evidence_date
+    from population
+    where population.rule_kind = 'interval'
+),
+
+interval_options as (
+    select
+        person_id,
+        rule_id,
+        priority,
+        cadence_id,
+        reason,
+        practice_location_id,
+        home_location_id,
+        is_deceased,
+        exclusion_value_set_id,
+        as_of_date,
+        due_soon_days,
+        value_set_id as evidence_value_set_id,
+        event_date as evidence_date,
+        value_numeric as evidence_value,
+        event_location_id as evidence_location_id,
+        cast({{ dbt.dateadd('month', 'effective_interval_months', 'event_date') }} as date) as due_date
+    from interval_candidates
+    union all
+    select
+        person_id,
+        rule_id,
+        priority,
+        cadence_id,
+        reason,
+        practice_location_id,
+        home_location_id,
+        is_deceased,
+        exclusion_value_set_id,
+        as_of_date,
+        due_soon_days,
+        evidence_value_set_id,
+        evidence_date,
+        cast(null as numeric) as evidence_value,
+        case when evidence_date is not null then practice_location_id end as evidence_location_id,
+        cast({{ dbt.dateadd('month', 'interval_months', 'evidence_date') }} as date) as due_date
+    from fallback_options
+),
+
+interval_ranked as (
+    select
+        interval_options.*,
+        row_number() over (
+            partition by person_id, rule_id
+            order by
+                case when evidence_date is null then 1 else 0 end asc,
+                due_date desc,
+                evidence_date desc,
+                evidence_value desc nulls last,
+                evidence_value_set_id asc
+        ) as coverage_rank
+    from interval_options
+),
+
+interval_rows as (
+    select
+        person_id,
+        rule_id,
+        priority,
+        cadence_id,
+        reason,
+        practice_location_id,
+        home_location_id,
+        is_deceased,
+        exclusion_value_set_id,
+        as_of_date,
+        evidence_date,
+        evidence_value,
+        evidence_location_id,
+        due_date,
+        case
+            when due_date is null then 'open'
+            when due_date <= as_of_date then 'open'
+            when due_date <= {{ dbt.dateadd('day', 'due_soon_days', 'as_of_date') }} then 'due_soon'
+            else 'closed'
+        end as base_status
+    from interval_ranked
+    where coverage_rank = 1
+),
+
+-- event-driven rules ------------------------------------------------------------------
+
+trigger_candidates as (
+    select
+        population.*,
+        triggers.trigger_id,
+        triggers.trigger_date,
+        triggers.trigger_status,
+        triggers.closed_date,
+        triggers.location_id as trigger_location_id,
+        case
+            when triggers.trigger_status = 'pending'
+                then cast({{ dbt.dateadd('day', 'population.grace_days', 'triggers.trigger_date') }} as date)
+        end as trigger_due_date
+    from population
+    inner join triggers
+        on
+            population.person_id = triggers.person_id
+            and population.rule_id = triggers.rule_id
+    where
+        population.rule_kind != 'interval'
+        and (
+            population.lookback_months is null
+            or triggers.trigger_date
+            >= cast({{ dbt.dateadd('month', '-1 * population.lookback_months', 'population.as_of_date') }} as date)
+        )
+),
+
+trigger_ranked as (
+    select
+        trigger_candidates.*,
+        case
+            when trigger_status = 'withdrawn' then 'not_applicable'
+            when trigger_status = 'closed' then 'closed'
+            when trigger_due_date <= as_of_date then 'open'
+            when trigger_due_date <= {{ dbt.dateadd('day', 'due_soon_days', 'as_of_date') }} then 'due_soon'
+            else 'closed'
+        end as base_status,
+        row_number() over (
+            partition by person_id, rule_id
+            order by
+                case
+                    when trigger_status = 'withdrawn' then 4
+                    when trigger_status = 'closed' then 3
+                    when trigger_due_date <= as_of_date then 1
+                    when trigger_due_date <= {{ dbt.dateadd('day', 'due_soon_days', 'as_of_date') }} then 2
+                    else 3
+                end asc,
+                trigger_due_date asc,
+                trigger_date desc,
+                trigger_id asc
+        ) as trigger_rank
+    from trigger_candidates
+),
+
+trigger_rows as (
+    select
+        person_id,
+        rule_id,
+        priority,
+        cadence_id,
+        reason,
+        practice_location_id,
+        home_location_id,
+        is_deceased,
+        exclusion_value_set_id,
+        as_of_date,
+        coalesce(closed_date, trigger_date) as evidence_date,
+        cast(null as numeric) as evidence_value,
+        trigger_location_id as evidence_location_id,
+        trigger_due_date as due_date,
+        base_status
+    from trigger_ranked
+    where trigger_rank = 1
+),
+
+-- both evaluators; deceased and exclusions decide last -------------------------------
+
+evaluated as (
+    select * from interval_rows
+    union all
+    select * from trigger_rows
+),
+
+final as (
+    select
+        person_id,
+        rule_id,
+        case
+            when is_deceased or exclusion_value_set_id is not null then 'excluded'
+            else base_status
+        end as status,
+        evidence_date,
+        evidence_value,
+        due_date,
+        case
+            when
+                not is_deceased
+                and exclusion_value_set_id is null
+                and base_status = 'open'
+                and due_date is not null
+                then {{ dbt.datediff('due_date', 'as_of_date', 'day') }}
+        end as days_overdue,
+        case
+            when is_deceased then 'deceased'
+            else exclusion_value_set_id
+        end as exclusion_reason,
+        priority,
+        coalesce(evidence_location_id, practice_location_id, home_location_id) as location_id,
+        reason,
+        cadence_id,
+        as_of_date
+    from evaluated
+)
+
+select * from final
