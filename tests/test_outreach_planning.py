@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime
 
 import psycopg
@@ -16,8 +17,12 @@ from reactivation.outreach.sending import next_window_start
 AS_OF = date(2026, 11, 2)
 
 
-def _plan(url: str, as_of: date = AS_OF, **kwargs):
-    return plan_outreach(url, as_of=as_of, dag_run_id=f"run-{as_of}", config=load_config(), **kwargs)
+def _config(holdout_share: float = 0.0):
+    return dataclasses.replace(load_config(), holdout_share=holdout_share)
+
+
+def _plan(url: str, as_of: date = AS_OF, config=None, **kwargs):
+    return plan_outreach(url, as_of=as_of, dag_run_id=f"run-{as_of}", config=config or _config(), **kwargs)
 
 
 def _outbox(url: str) -> list[tuple]:
@@ -111,7 +116,7 @@ def test_global_block_blocks_everything(warehouse: str) -> None:
 
 def test_rejected_batch_cancels_its_touches(warehouse: str) -> None:
     build_warehouse(warehouse, [Person("p1", priority_score=10)])
-    config = parse_config({**_config_dict(), "approval_policies": []})
+    config = dataclasses.replace(parse_config({**_config_dict(), "approval_policies": []}), holdout_share=0.0)
     plan_outreach(warehouse, as_of=AS_OF, dag_run_id="r", config=config)
     assert show_batch(warehouse, "2026-11-02:loc_a:sms")["status"] == "awaiting_approval"
     assert decide_batches(warehouse, batch_ids=["2026-11-02:loc_a:sms"], decision="reject", decided_by="ops") == [
@@ -149,3 +154,23 @@ def test_config_errors_name_the_key() -> None:
 )
 def test_quiet_hours_across_time_zones(now_utc, tz, expected) -> None:
     assert next_window_start(now_utc, tz, load_config()) == expected
+
+
+def test_holdout_is_recorded_never_contacted_and_stable(warehouse: str) -> None:
+    people = [Person(f"p{i:03d}", household_id=f"h{i:03d}") for i in range(200)]
+    build_warehouse(warehouse, people)
+    summary = _plan(warehouse, config=_config(holdout_share=0.3))
+    with psycopg.connect(warehouse) as conn:
+        arms = dict(conn.execute("select arm, count(*) from ops.holdout group by arm").fetchall())
+        contacted_holdout = conn.execute(
+            "select count(*) from ops.outbox o join ops.holdout h on h.person_id = o.person_id and h.arm = 'holdout'"
+        ).fetchone()[0]
+    assert arms["holdout"] + arms["contacted"] == 200
+    assert 40 <= arms["holdout"] <= 80, "about 30% held out"
+    assert summary.held_out == arms["holdout"]
+    assert contacted_holdout == 0, "nobody in the holdout is contacted"
+    assert summary.touches_planned == arms["contacted"]
+    later = _plan(warehouse, date(2026, 11, 4), config=_config(holdout_share=0.3))
+    with psycopg.connect(warehouse) as conn:
+        assert conn.execute("select count(*) from ops.holdout").fetchone()[0] == 200, "assignment happens once"
+    assert later.held_out == arms["holdout"]

@@ -217,6 +217,15 @@ SCHEMA_DDL = [
     outcome_at timestamptz,
     note text
 )""",
+    # The randomized holdout: eligible people per rule who are recorded and never contacted.
+    """create table if not exists ops.holdout (
+    person_id text not null,
+    rule_id text not null,
+    location_id text,
+    assigned_on date not null,
+    arm text not null check (arm in ('holdout', 'contacted')),
+    primary key (person_id, rule_id)
+)""",
     """create table if not exists ops.stage_results (
     dag_run_id text not null,
     as_of date not null,

@@ -65,6 +65,7 @@ class OutreachConfig:
     household_week_cap: int
     channel_fallback: tuple[str, ...]
     approval_policies: tuple[ApprovalPolicy, ...] = field(default=())
+    holdout_share: float = 0.0
 
     def cadence_for(self, rule_id: str, segment: str | None) -> Cadence:
         cadence_id = self.cadence_by_rule.get(rule_id) or self.cadence_by_segment.get(segment or "")
@@ -77,6 +78,13 @@ def _any_or_set(value, where: str) -> frozenset[str] | None:
     if not isinstance(value, list):
         raise OutreachConfigError(f"{where}: expected a list or 'any'")
     return frozenset(str(v) for v in value)
+
+
+def _share(value, where: str) -> float:
+    share = float(value)
+    if not 0.0 <= share < 1.0:
+        raise OutreachConfigError(f"{where}: must be at least 0 and below 1 (got {value})")
+    return share
 
 
 def _clock(value: str, where: str) -> time:
@@ -141,6 +149,7 @@ def parse_config(data: dict, where: str = "outreach.yml") -> OutreachConfig:
             household_week_cap=int(household.get("week", 3)),
             channel_fallback=fallback,
             approval_policies=policies,
+            holdout_share=_share((data.get("holdout") or {}).get("share", 0.0), f"{where}: holdout.share"),
         )
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, OutreachConfigError):

@@ -60,6 +60,7 @@ class PlanSummary:
     episodes_started: int = 0
     episodes_ended: Counter = field(default_factory=Counter)
     touches_planned: int = 0
+    held_out: int = 0
     capped: Counter = field(default_factory=Counter)
     batches: dict[str, int] = field(default_factory=dict)
     batch_status: Counter = field(default_factory=Counter)
@@ -71,6 +72,7 @@ class PlanSummary:
             "episodes_started": self.episodes_started,
             "episodes_ended": dict(self.episodes_ended),
             "touches_planned": self.touches_planned,
+            "held_out": self.held_out,
             "capped": dict(self.capped),
             "batches": len(self.batches),
             "batch_status": dict(self.batch_status),
@@ -85,6 +87,14 @@ def outreach_key(person_id: str, episode_id: str, touch_number: int, channel: st
 
 def episode_id_for(person_id: str, rule_id: str, started_on: date) -> str:
     return hashlib.sha256(f"{person_id}|{rule_id}|{started_on.isoformat()}".encode()).hexdigest()[:24]
+
+
+def in_holdout(person_id: str, rule_id: str, share: float) -> bool:
+    """Stable, uniform assignment: the same person and rule always land in the same arm."""
+    if share <= 0:
+        return False
+    bucket = int(hashlib.sha256(f"holdout|{person_id}|{rule_id}".encode()).hexdigest()[:8], 16) % 10_000
+    return bucket < share * 10_000
 
 
 def batch_id_for(as_of: date, location_id: str, channel: str) -> str:
@@ -201,10 +211,30 @@ def plan_outreach(
                 continue
             episodes[(person_id, rule_id)] = (episode_id, cadence, started_on, touches_planned)
 
-        # 2. Start an episode for each candidate's next best action that has none.
-        for candidate in candidates.values():
+        # 2. Start an episode for each candidate's next best action that has none,
+        #    unless the person is in the rule's holdout (recorded, never contacted).
+        assigned = {
+            (p, r): arm for p, r, arm in conn.execute("select person_id, rule_id, arm from ops.holdout").fetchall()
+        }
+        for candidate in list(candidates.values()):
             key = (candidate.person_id, candidate.rule_id)
             if key in episodes:
+                continue
+            arm = assigned.get(key)
+            if arm is None:
+                arm = (
+                    "holdout"
+                    if in_holdout(candidate.person_id, candidate.rule_id, config.holdout_share)
+                    else "contacted"
+                )
+                conn.execute(
+                    "insert into ops.holdout (person_id, rule_id, location_id, assigned_on, arm) "
+                    "values (%s, %s, %s, %s, %s)",
+                    (candidate.person_id, candidate.rule_id, candidate.location_id, as_of, arm),
+                )
+            if arm == "holdout":
+                summary.held_out += 1
+                del candidates[candidate.person_id]
                 continue
             cadence = config.cadence_for(candidate.rule_id, candidate.segment)
             episode_id = episode_id_for(candidate.person_id, candidate.rule_id, as_of)
