@@ -51,7 +51,7 @@ class Person:
     timezone: str = "America/Chicago"
     language: str = "en"
     channels: str = "sms,email,call"
-    phone: str | None = "+14023185500"
+    phone: str | None = None
     email: str | None = None
     priority_score: float = 50.0
     segment: str = "lapsed_preventive"

@@ -86,7 +86,7 @@ class _Item:
     as_of: date
 
 
-def _record(conn: psycopg.Connection, item: _Item, result: SendResult, *, next_step: str) -> None:
+def _record(conn: psycopg.Connection, item: _Item, result: SendResult, *, next_step: str, now: datetime) -> None:
     """Write the outcome back: outbox state, one attempt row, and the touch (for caps and reporting)."""
     state = {"accepted": "accepted", "failed": "failed", "unknown": "unknown"}[result.status]
     conn.execute(
@@ -106,8 +106,8 @@ def _record(conn: psycopg.Connection, item: _Item, result: SendResult, *, next_s
         conn.execute(
             """insert into ops.outreach_touches (outreach_key, person_id, household_id, rule_id, channel, touched_at,
                    status)
-               values (%s, %s, %s, %s, %s, now(), 'accepted') on conflict (outreach_key) do nothing""",
-            (item.outreach_key, item.person_id, item.household_id, item.rule_id, item.channel),
+               values (%s, %s, %s, %s, %s, %s, 'accepted') on conflict (outreach_key) do nothing""",
+            (item.outreach_key, item.person_id, item.household_id, item.rule_id, item.channel, now),
         )
 
 
@@ -156,14 +156,16 @@ group by persons.person_id, persons.timezone, persons.is_deceased, persons.phone
 """
 
 
-def _touched_today(conn: psycopg.Connection, people: list[str], households: list[str]) -> tuple[Counter, Counter]:
+def _touched_today(
+    conn: psycopg.Connection, people: list[str], households: list[str], now: datetime
+) -> tuple[Counter, Counter]:
     person_counts: Counter = Counter()
     household_counts: Counter = Counter()
     for person_id, household_id in conn.execute(
         """select person_id, coalesce(household_id, person_id) from ops.outreach_touches
-           where touched_at > now() - interval '20 hours' and status = 'accepted'
+           where touched_at > %s - interval '20 hours' and touched_at <= %s and status = 'accepted'
              and (person_id = any(%s) or household_id = any(%s))""",
-        (people, households),
+        (now, now, people, households),
     ):
         person_counts[person_id] += 1
         household_counts[household_id] += 1
@@ -222,7 +224,8 @@ def send_batch(
             return summary
         people = sorted({i.person_id for i in items})
         facts = {row[0]: row for row in conn.execute(_SEND_TIME_FACTS, {"people": people, "as_of": as_of})}
-        touched_person, touched_household = _touched_today(conn, people, sorted({i.household_id for i in items}))
+        households = sorted({i.household_id for i in items})
+        touched_person, touched_household = _touched_today(conn, people, households, now)
         ready: list[tuple[_Item, OutboundMessage]] = []
         for item in items:
             fact = facts.get(item.person_id)
@@ -279,7 +282,7 @@ def send_batch(
                 )
             }
             chunk = [(item, message) for item, message in chunk if item.outreach_key in claimed]
-            _send_chunk(conn, provider, chunk, summary, sleep)
+            _send_chunk(conn, provider, chunk, summary, sleep, now)
         _finish_batch(conn, batch_id)
     log.info("batch %s sent: %s", batch_id, summary.as_dict())
     return summary
@@ -306,7 +309,7 @@ def _message(item: _Item, recipient: str, practice: dict, reasons: dict[tuple[st
 
 
 def _send_chunk(
-    conn, provider: Provider, chunk: list[tuple[_Item, OutboundMessage]], summary: SendSummary, sleep
+    conn, provider: Provider, chunk: list[tuple[_Item, OutboundMessage]], summary: SendSummary, sleep, now: datetime
 ) -> None:
     pending = dict((item.outreach_key, (item, message)) for item, message in chunk)
     for attempt in range(MAX_SEND_TRIES):
@@ -326,7 +329,7 @@ def _send_chunk(
                 "failed": "none: provider refused; check the error code",
                 "unknown": "reconcile with the provider before any resend",
             }[result.status]
-            _record(conn, item, result, next_step=next_step)
+            _record(conn, item, result, next_step=next_step, now=now)
             summary.accepted += result.status == "accepted"
             summary.failed += result.status == "failed"
             summary.unknown += result.status == "unknown"
@@ -362,7 +365,7 @@ def _reconcile(conn: psycopg.Connection, batch_id: str, provider: Provider, cloc
         item = _Item(*fields_, as_of=as_of)
         found = provider.lookup(item.outreach_key, recipient, updated_at - timedelta(hours=1))
         if found is not None and found.status == "accepted":
-            _record(conn, item, found, next_step="reconciled: the provider had accepted it")
+            _record(conn, item, found, next_step="reconciled: the provider had accepted it", now=clock())
             settled += 1
         elif found is None and clock() - updated_at > UNKNOWN_GRACE:
             # The provider has no trace of it long after the attempt: it was never accepted.
