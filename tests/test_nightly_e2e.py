@@ -90,12 +90,30 @@ def test_embedded_warehouse_kept_data_and_stopped_cleanly(nightly) -> None:
             ).fetchall()
             stages = conn.execute("select stage, count(*) from ops.stage_results group by stage").fetchall()
             patients = conn.execute("select count(*) from staging.stg_emr__patients").fetchone()[0]
+            plans = conn.execute(
+                "select summary from ops.stage_results where stage = 'plan' order by recorded_at"
+            ).fetchall()
+            accepted = dict(
+                conn.execute("select channel, count(*) from ops.outbox where state = 'accepted' group by 1").fetchall()
+            )
+            delivered = conn.execute("select count(*) from ops.message_status where status = 'delivered'").fetchone()[0]
     finally:
         server.stop()
     by_status = {row[0]: row for row in manifest}
     assert set(by_status) == {"loaded"}, "nothing rejected, nothing loaded twice"
     assert by_status["loaded"][2] == by_status["loaded"][3], "rows read = loaded + quarantined"
-    assert dict(stages) == {"ingest": 2, "transform": 2}
+    assert {stage: n for stage, n in stages if stage != "report"} == {
+        "ingest": 2,
+        "transform": 2,
+        "quality_gate": 2,
+        "plan": 2,
+        "send": 2,
+    }
+    first_plan, second_plan = plans[0][0], plans[1][0]
+    assert first_plan["touches_planned"] > 0 and not first_plan["already_planned"]
+    assert second_plan["already_planned"], "the second run of the same night plans nothing new"
+    assert accepted.get("sms", 0) > 0 and accepted.get("email", 0) > 0, "messages went through the sandbox"
+    assert delivered > 0, "signed delivery events came back through the webhook receiver"
     synthea_patients = len((SYNTHEA / "patients.csv").read_text().splitlines()) - 1
     assert patients >= synthea_patients + 300
 
