@@ -10,6 +10,7 @@ hand-made extract of the hard cases.
 from __future__ import annotations
 
 import csv
+import json
 from datetime import date
 from pathlib import Path
 
@@ -25,14 +26,35 @@ SELECT = "+person_sources +persons"
 
 
 def _build(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """dbt build of the identity marts with a private dbt target folder."""
+    """dbt build of the identity marts (private dbt target folder); fails on any failure of what it built.
+
+    With this selection dbt also picks up tests of other models that merely refer to persons (e.g. a
+    relationships test from an outreach model); those error because their model was not built here, and
+    are not this build's concern.
+    """
     from reactivation.settings import get_settings
     from reactivation.transform import run_dbt_build
 
-    monkeypatch.setenv("REACTIVATION_STATE_DIR", str(tmp_path / "state"))
+    state = tmp_path / "state"
+    monkeypatch.setenv("REACTIVATION_STATE_DIR", str(state))
     get_settings.cache_clear()
     result = run_dbt_build(url, as_of=AS_OF, select=SELECT)
-    assert result["success"], result["failures"]
+    target = state / "dbt" / "target"
+    manifest = json.loads((target / "manifest.json").read_text())
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    built = {item["unique_id"] for item in results if item["unique_id"].split(".")[0] in {"model", "seed"}}
+    nodes = {**manifest["nodes"], **manifest.get("unit_tests", {})}
+    own_failures = [
+        failure
+        for failure in result["failures"]
+        if all(
+            dependency in built
+            for dependency in nodes[failure["node"]]["depends_on"]["nodes"]
+            if dependency.split(".")[0] in {"model", "seed"}
+        )
+    ]
+    assert not own_failures, own_failures
+    assert result["nodes"].get("success", 0) >= 10
     return result
 
 

@@ -35,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_load(args: argparse.Namespace) -> int:
     from reactivation.ingest.pipeline import load_path
-    from reactivation.warehouse import warehouse_url
+    from reactivation.warehouse import analyze_raw, warehouse_url
 
     if not args.format and not args.mapping:
         raise UsageError("say how to read the extract: --format {csv,fhir,synthea} or --mapping FILE.yml")
@@ -49,6 +49,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
             extract_date=args.extract_date,
             show_progress=sys.stderr.isatty() and not args.json,
         )
+        analyze_raw(url, sorted({f.entity for f in summary.files if f.status == "loaded"}))
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2, default=str))
     else:

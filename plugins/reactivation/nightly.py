@@ -11,7 +11,7 @@ import logging
 from datetime import date
 
 from reactivation.settings import get_settings
-from reactivation.warehouse import ensure_schema, record_stage, warehouse_url
+from reactivation.warehouse import analyze_raw, ensure_schema, record_stage, warehouse_url
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def ingest(*, as_of: str | date, dag_run_id: str) -> dict:
                     "unrecognised_files": summary.unrecognised,
                 }
             )
+        analyze_raw(url)
         totals = {
             key: sum(s[key] for s in per_source)
             for key in (

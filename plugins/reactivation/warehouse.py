@@ -266,3 +266,13 @@ def record_stage(url: str, *, dag_run_id: str, as_of, stage: str, status: str, s
                set status = excluded.status, summary = excluded.summary, recorded_at = now()""",
             (dag_run_id, as_of, stage, status, Jsonb(summary)),
         )
+
+
+def analyze_raw(url: str, entities: list[str] | None = None) -> None:
+    """Refresh planner statistics on raw tables after a load (fresh data otherwise gets very slow plans)."""
+    names = entities or list(ENTITIES)
+    with connect(url, autocommit=True) as conn:
+        for name in names:
+            if name in ENTITIES:
+                conn.execute(f"analyze raw.{name}")
+        conn.execute("analyze raw.load_manifest")

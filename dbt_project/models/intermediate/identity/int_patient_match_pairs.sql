@@ -29,9 +29,9 @@
 --
 -- Decision: 'match' needs the guards (compatible first names, compatible birth dates,
 -- no M/F conflict) AND one of: same email + birth date; same phone + birth date; a
--- score of {{ match_threshold }}+ (same first + last name + birth date scores 11: a match unless
--- the records contradict each other, e.g. different addresses AND different phones,
--- which two people of one name and birth date do; such pairs go to 'review').
+-- score of {{ match_threshold }}+. Same first + last name + birth date scores 11, a match; a
+-- different address (-1.5), or a different phone and email (-1 each), takes it to
+-- 'review': that is what two people of one name and birth date look like.
 -- The guards are what keep households apart: twins share birth date, surname, address,
 -- phone and often email but not first names; a parent and child with one name differ
 -- in birth date; a couple sharing a phone or email differ in both.
