@@ -11,6 +11,7 @@
 6. **send**: one mapped task per approved batch, in the `provider_sends` pool:
    exactly once per outreach key, contact rules checked again at send time.
 7. **close_night**: undecided batches expire, call lists are exported, counts recorded.
+8. **report**: the leadership report (self-contained HTML) and the night's headline numbers.
 
 The run's **as-of date is its logical date** (`ds`), never the wall clock, so a
 re-run of the same night plans and sends nothing new.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 
 import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import dag, task
 
@@ -114,6 +116,12 @@ def reactivation_nightly():
         rejected_by = response.get("responded_by_user") if response.get("chosen_options") == ["Reject"] else None
         return stage.close(as_of=as_of, dag_run_id=dag_run_id, rejected_by=rejected_by)
 
+    @task(trigger_rule="all_done")
+    def report(as_of: str, dag_run_id: str) -> dict:
+        from reactivation.reporting.stage import build_report
+
+        return build_report(as_of=as_of, dag_run_id=dag_run_id)
+
     loaded = ingest(**RUN)
     built = transform(**RUN)
     gate = quality_gate(**RUN)
@@ -127,7 +135,10 @@ def reactivation_nightly():
     loaded >> built >> gate >> plan
     branch >> [approve_batches, sendable]
     approve_batches >> approved >> sendable
-    sent >> closed
+    # The run fails when any stage failed, even though close_night and report always run.
+    done = EmptyOperator(task_id="night_complete")
+    sent >> closed >> report(**RUN)
+    [closed, gate] >> done
 
 
 reactivation_nightly()

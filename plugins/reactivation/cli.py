@@ -194,10 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     warehouse.add_argument("action", choices=["start", "stop", "status", "url"])
     warehouse.set_defaults(func=_cmd_warehouse)
 
-    from reactivation import generate, sandbox
+    from reactivation import generate, quality, reporting, roles, sandbox
     from reactivation.webhooks import server as webhooks_server
 
     generate.add_subcommand(sub)
+    quality.add_subcommand(sub)
+    reporting.add_subcommand(sub)
+    roles.add_subcommand(sub)
     sandbox.add_subcommand(sub)
     webhooks_server.add_subcommand(sub)
     return parser

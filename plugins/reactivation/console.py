@@ -62,6 +62,10 @@ def _describe(stage: str, summary: dict) -> str:
         accepted = ", ".join(f"{v} {k}" for k, v in sorted(summary.get("accepted_by_channel", {}).items()))
         states = ", ".join(f"{v} {k}" for k, v in sorted(summary.get("outbox", {}).items()))
         return f"accepted: {accepted or 'none'}; outbox: {states or 'empty'}"
+    if stage == "report":
+        return f"report written ({summary.get('path', '?').rsplit('/', 1)[-1]})"
+    if stage == "quality_gate" and summary.get("headline"):
+        return str(summary["headline"])
     headline = summary.get("headline")
     return (
         str(headline)

@@ -126,6 +126,12 @@ def run_nightly(*, as_of: date, sources: Path | None = None, timeout: int = 3600
         services.close()  # drain provider events into the warehouse before reading the results
         results = stage_results(url, as_of, started)
         print_stage_summaries(results)
+        report = next((summary for stage, _, summary in results if stage == "report"), None)
+        if report:
+            from reactivation.reporting.headline import format_headline
+
+            console.print(f"[bold]Tonight[/]: {format_headline(report['headline'])}")
+            console.print(f"[bold]Report[/]: {report['path']}")
     status = "succeeded" if code == 0 else ("timed out" if code == 124 else "FAILED")
     console.print(f"Airflow run {status} in {seconds:.0f} s. Airflow log: {log_file}")
     return 0 if code == 0 else 1

@@ -86,29 +86,31 @@ class _Item:
     as_of: date
 
 
-def _record(conn: psycopg.Connection, item: _Item, result: SendResult, *, next_step: str, now: datetime) -> None:
-    """Write the outcome back: outbox state, one attempt row, and the touch (for caps and reporting)."""
-    state = {"accepted": "accepted", "failed": "failed", "unknown": "unknown"}[result.status]
-    conn.execute(
-        """update ops.outbox set state = %s, provider = %s, provider_message_id = %s, error_code = %s,
-               updated_at = now()
-           where outreach_key = %s""",
-        (state, result.provider, result.provider_message_id, result.error_code, item.outreach_key),
-    )
-    conn.execute(
-        """insert into ops.outreach_attempts (outreach_key, as_of, channel, rule_id, provider_message_id, status,
-               error_code, response, next_step)
-           values (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (item.outreach_key, item.as_of, item.channel, item.rule_id, result.provider_message_id, state,
-         result.error_code, result.response[:200] if result.response else None, next_step),
-    )  # fmt: skip
-    if state == "accepted":
-        conn.execute(
+def _record(conn: psycopg.Connection, records: list[tuple[_Item, SendResult, str]], *, now: datetime) -> None:
+    """Write outcomes back in one transaction: outbox state, one attempt row each, and touches (caps, reporting)."""
+    states = {"accepted": "accepted", "failed": "failed", "unknown": "unknown"}
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            """update ops.outbox set state = %s, provider = %s, provider_message_id = %s, error_code = %s,
+                   updated_at = now()
+               where outreach_key = %s""",
+            [(states[r.status], r.provider, r.provider_message_id, r.error_code, i.outreach_key)
+             for i, r, _ in records],
+        )  # fmt: skip
+        cur.executemany(
+            """insert into ops.outreach_attempts (outreach_key, as_of, channel, rule_id, provider_message_id, status,
+                   error_code, response, next_step)
+               values (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            [(i.outreach_key, i.as_of, i.channel, i.rule_id, r.provider_message_id, states[r.status], r.error_code,
+              r.response[:200] if r.response else None, step) for i, r, step in records],
+        )  # fmt: skip
+        cur.executemany(
             """insert into ops.outreach_touches (outreach_key, person_id, household_id, rule_id, channel, touched_at,
                    status)
                values (%s, %s, %s, %s, %s, %s, 'accepted') on conflict (outreach_key) do nothing""",
-            (item.outreach_key, item.person_id, item.household_id, item.rule_id, item.channel, now),
-        )
+            [(i.outreach_key, i.person_id, i.household_id, i.rule_id, i.channel, now)
+             for i, r, _ in records if r.status == "accepted"],
+        )  # fmt: skip
 
 
 def _cancel(conn: psycopg.Connection, item: _Item, reason: str) -> None:
@@ -318,6 +320,7 @@ def _send_chunk(
         results = provider.send([message for _, message in pending.values()])
         retry_after = None
         still_pending = {}
+        settled: list[tuple[_Item, SendResult, str]] = []
         for result in results:
             item, message = pending[result.outreach_key]
             if result.status == "retry":
@@ -329,10 +332,12 @@ def _send_chunk(
                 "failed": "none: provider refused; check the error code",
                 "unknown": "reconcile with the provider before any resend",
             }[result.status]
-            _record(conn, item, result, next_step=next_step, now=now)
+            settled.append((item, result, next_step))
             summary.accepted += result.status == "accepted"
             summary.failed += result.status == "failed"
             summary.unknown += result.status == "unknown"
+        if settled:
+            _record(conn, settled, now=now)
         pending = still_pending
         if pending:
             summary.retries += 1
@@ -365,7 +370,7 @@ def _reconcile(conn: psycopg.Connection, batch_id: str, provider: Provider, cloc
         item = _Item(*fields_, as_of=as_of)
         found = provider.lookup(item.outreach_key, recipient, updated_at - timedelta(hours=1))
         if found is not None and found.status == "accepted":
-            _record(conn, item, found, next_step="reconciled: the provider had accepted it", now=clock())
+            _record(conn, [(item, found, "reconciled: the provider had accepted it")], now=clock())
             settled += 1
         elif found is None and clock() - updated_at > UNKNOWN_GRACE:
             # The provider has no trace of it long after the attempt: it was never accepted.
