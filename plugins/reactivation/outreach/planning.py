@@ -193,6 +193,10 @@ def plan_outreach(
                from ops.episodes where status = 'active'"""
         ).fetchall()
 
+        ended_rows: list[tuple] = []
+        holdout_rows: list[tuple] = []
+        episode_rows: list[tuple] = []
+
         # 1. End episodes whose story is over.
         episodes: dict[tuple[str, str], tuple[str, Cadence, date, int]] = {}
         for episode_id, person_id, rule_id, cadence_id, started_on, touches_planned in active:
@@ -203,10 +207,7 @@ def plan_outreach(
             if reason is None and touches_planned >= min(len(cadence.touches), cadence.max_attempts):
                 reason = "cadence_finished"
             if reason is not None and reason in config.end_episode_on:
-                conn.execute(
-                    "update ops.episodes set status = 'ended', ended_on = %s, end_reason = %s where episode_id = %s",
-                    (as_of, reason, episode_id),
-                )
+                ended_rows.append((as_of, reason, episode_id))
                 summary.episodes_ended[reason] += 1
                 continue
             episodes[(person_id, rule_id)] = (episode_id, cadence, started_on, touches_planned)
@@ -227,26 +228,36 @@ def plan_outreach(
                     if in_holdout(candidate.person_id, candidate.rule_id, config.holdout_share)
                     else "contacted"
                 )
-                conn.execute(
-                    "insert into ops.holdout (person_id, rule_id, location_id, assigned_on, arm) "
-                    "values (%s, %s, %s, %s, %s)",
-                    (candidate.person_id, candidate.rule_id, candidate.location_id, as_of, arm),
-                )
+                holdout_rows.append((candidate.person_id, candidate.rule_id, candidate.location_id, as_of, arm))
             if arm == "holdout":
                 summary.held_out += 1
                 del candidates[candidate.person_id]
                 continue
             cadence = config.cadence_for(candidate.rule_id, candidate.segment)
             episode_id = episode_id_for(candidate.person_id, candidate.rule_id, as_of)
-            conn.execute(
-                """insert into ops.episodes (episode_id, person_id, household_id, rule_id, location_id, cadence_id,
-                       started_on, status)
-                   values (%s, %s, %s, %s, %s, %s, %s, 'active')""",
+            episode_rows.append(
                 (episode_id, candidate.person_id, candidate.household_id, candidate.rule_id,
-                 candidate.location_id, cadence.cadence_id, as_of),
+                 candidate.location_id, cadence.cadence_id, as_of)
             )  # fmt: skip
             episodes[key] = (episode_id, cadence, as_of, 0)
             summary.episodes_started += 1
+
+        with conn.cursor() as cur:
+            cur.executemany(
+                "update ops.episodes set status = 'ended', ended_on = %s, end_reason = %s where episode_id = %s",
+                ended_rows,
+            )
+            cur.executemany(
+                "insert into ops.holdout (person_id, rule_id, location_id, assigned_on, arm) "
+                "values (%s, %s, %s, %s, %s)",
+                holdout_rows,
+            )
+            cur.executemany(
+                """insert into ops.episodes (episode_id, person_id, household_id, rule_id, location_id, cadence_id,
+                       started_on, status)
+                   values (%s, %s, %s, %s, %s, %s, %s, 'active')""",
+                episode_rows,
+            )
 
         # 3. Tonight's due touches, highest priority first, within the caps.
         person_day, person_week, household_day, household_week = _touch_counts(conn, as_of)
