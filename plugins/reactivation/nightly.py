@@ -81,6 +81,9 @@ def transform(*, as_of: str | date, dag_run_id: str) -> dict:
     as_of_date = _as_date(as_of)
     with warehouse_url(settings, stop_embedded=False) as url:
         result = run_dbt_build(url, as_of=as_of_date)
+        from reactivation.roles import apply_row_security
+
+        apply_row_security(url)  # dbt replaced the tables: grants and row-level security go back on
         record_stage(
             url,
             dag_run_id=dag_run_id,
