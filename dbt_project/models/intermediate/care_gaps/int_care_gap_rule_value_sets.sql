@@ -25,16 +25,16 @@ closing_intervals as (
 
 listed as (
     {%- for role, column, position in list_parts %}
-    select
-        rule_id,
-        '{{ role }}' as value_set_role,
-        {{ position }} as list_position,
-        trim({{ dbt.split_part(column, "'|'", position) }}) as value_set_id
-    from rules
-    where {{ column }} is not null
-    {%- if not loop.last %}
-    union all
-    {%- endif %}
+        select
+            rule_id,
+            '{{ role }}' as value_set_role,
+            {{ position }} as list_position,
+            trim({{ dbt.split_part(column, "'|'", position) }}) as value_set_id
+        from rules
+        where {{ column }} is not null
+        {%- if not loop.last %}
+            union all
+        {%- endif %}
     {%- endfor %}
 ),
 

@@ -1,7 +1,8 @@
 -- The records that open the event-driven rules, each with its state on the as-of
 -- date, assigned to every catalog rule of its kind (rule_kind):
---   missed_appointment: a cancelled or no-show appointment; closed by a booking
---     made on or after the miss, or by a completed visit on or after it.
+--   missed_appointment: a cancelled or no-show appointment; closed by another
+--     appointment made on or after the miss (a rebooking, even if that one is later
+--     missed too), or by a completed visit on or after it.
 --   referral: an ordered referral; closed once scheduled or completed,
 --     withdrawn when cancelled.
 --   treatment_plan: a presented or accepted plan; closed once completed (on or
@@ -94,34 +95,35 @@ missed_appointments as (
     where person_appointments.status in ('cancelled', 'no_show')
 ),
 
--- When a booking was made: its creation time, or (not recorded) the slot itself,
--- or the as-of date for a slot still ahead.
+-- Every appointment made is a (re)booking, whatever became of it later; when it was
+-- made: its creation time, or (not recorded) the slot itself, or the as-of date for
+-- a slot still ahead.
 bookings as (
     select
         person_appointments.person_id,
-        cast(
-            coalesce(
-                cast(person_appointments.created_at as date),
-                case
-                    when cast(person_appointments.scheduled_at as date) > run_parameters.as_of_date
-                        then run_parameters.as_of_date
-                    else cast(person_appointments.scheduled_at as date)
-                end
-            ) as date
+        person_appointments.appointment_key,
+        coalesce(
+            cast(person_appointments.created_at as date),
+            case
+                when cast(person_appointments.scheduled_at as date) > run_parameters.as_of_date
+                    then run_parameters.as_of_date
+                else cast(person_appointments.scheduled_at as date)
+            end
         ) as booked_date
     from person_appointments
     cross join run_parameters
-    where person_appointments.status in ('booked', 'completed')
 ),
 
 rebook_events as (
     select
         person_id,
+        appointment_key,
         booked_date as event_date
     from bookings
     union all
     select
         person_id,
+        cast(null as {{ dbt.type_string() }}) as appointment_key,
         visit_date as event_date
     from visits_to_date
 ),
@@ -141,8 +143,9 @@ missed_appointment_triggers as (
     left join rebook_events
         on
             missed_appointments.person_id = rebook_events.person_id
-            and rebook_events.event_date >= missed_appointments.trigger_date
-            and rebook_events.event_date <= run_parameters.as_of_date
+            and missed_appointments.trigger_date <= rebook_events.event_date
+            and missed_appointments.trigger_id != coalesce(rebook_events.appointment_key, '')
+            and run_parameters.as_of_date >= rebook_events.event_date
     where missed_appointments.trigger_date <= run_parameters.as_of_date
     group by
         missed_appointments.person_id,
@@ -209,7 +212,7 @@ plan_procedures as (
             person_plans.person_id = clinical_events.person_id
             and person_plans.code_key = clinical_events.code_key
             and clinical_events.event_kind = 'procedure'
-            and clinical_events.event_date >= person_plans.presented_date
+            and person_plans.presented_date <= clinical_events.event_date
     cross join run_parameters
     where clinical_events.event_date <= run_parameters.as_of_date
     group by person_plans.treatment_plan_key
@@ -287,7 +290,10 @@ listed_recall_types as (
     select distinct person_recalls.recall_type
     from person_recalls
     inner join recall_rules
-        on recall_rules.recall_type_list like {{ dbt.concat(["'%|'", "person_recalls.recall_type", "'|%'"]) }}
+        on
+            {{ dbt.position(
+                dbt.concat(["'|'", "person_recalls.recall_type", "'|'"]), 'recall_rules.recall_type_list'
+            ) }} > 0
 ),
 
 recall_assignments as (
@@ -298,7 +304,9 @@ recall_assignments as (
     from person_recalls
     inner join recall_rules
         on
-            recall_rules.recall_type_list like {{ dbt.concat(["'%|'", "person_recalls.recall_type", "'|%'"]) }}
+            {{ dbt.position(
+                dbt.concat(["'|'", "person_recalls.recall_type", "'|'"]), 'recall_rules.recall_type_list'
+            ) }} > 0
             or (
                 recall_rules.recall_type_list = '||'
                 and person_recalls.recall_type not in (select listed_recall_types.recall_type from listed_recall_types)

@@ -2,7 +2,8 @@
 -- sex, whether they were alive, which kinds of practice (medical, dental) they
 -- are a patient of, their last visits, and every value set they are "in":
 -- an unresolved condition, or any other coded event on or before the as-of date
--- (a mastectomy, a hospice admission, a periodontal treatment).
+-- (a mastectomy, a periodontal treatment); for value sets with a window
+-- (value_set_windows: hospice and palliative care, 12 months) only recent events.
 with persons as (
     select * from {{ ref('persons') }}
 ),
@@ -21,6 +22,10 @@ last_visits as (
 
 coded_events as (
     select * from {{ ref('int_clinical_events_coded') }}
+),
+
+value_set_windows as (
+    select * from {{ ref('value_set_windows') }}
 ),
 
 run_parameters as (
@@ -55,9 +60,17 @@ active_value_sets as (
         coded_events.value_set_id
     from coded_events
     cross join run_parameters
+    left join value_set_windows
+        on coded_events.value_set_id = value_set_windows.value_set_id
     where
         (coded_events.event_date is null or coded_events.event_date <= run_parameters.as_of_date)
         and (coded_events.active_until is null or coded_events.active_until > run_parameters.as_of_date)
+        and (
+            coded_events.event_kind = 'condition'
+            or value_set_windows.lookback_months is null
+            or coded_events.event_date
+            > {{ dbt.dateadd('month', '-1 * value_set_windows.lookback_months', 'run_parameters.as_of_date') }}
+        )
 ),
 
 value_set_lists as (

@@ -12,8 +12,6 @@
 --     due = trigger date + grace_days, unless the trigger was closed or withdrawn.
 -- Boundary: a gap is open ON its due date (evidence date + interval): exactly
 -- 12 months after a wellness visit the yearly check-up is open, days_overdue 0.
--- The steps join CTEs only to tables, never to each other, so the planner's row
--- estimates cannot turn a join into a nested loop over millions of rows.
 with rules as (
     select * from {{ ref('care_gap_rules') }}
 ),
@@ -40,33 +38,10 @@ run_parameters as (
 
 -- population: demographics, practice type, required conditions, exclusions --------
 
-population as (
+population_checks as (
     select
         person_facts.person_id,
-        person_facts.birth_date,
-        person_facts.is_deceased,
-        person_facts.home_location_id,
-        person_facts.last_visit_date,
-        person_facts.last_medical_visit_date,
-        person_facts.last_dental_visit_date,
-        case rules.practice_type
-            when 'medical' then person_facts.medical_location_id
-            when 'dental' then person_facts.dental_location_id
-            else person_facts.last_visit_location_id
-        end as practice_location_id,
         rules.rule_id,
-        rules.rule_kind,
-        rules.practice_type,
-        rules.priority,
-        rules.cadence_id,
-        rules.reason,
-        rules.interval_months,
-        rules.short_interval_months,
-        rules.above_goal_value,
-        coalesce(rules.due_soon_days, 0) as due_soon_days,
-        coalesce(rules.grace_days, 0) as grace_days,
-        rules.lookback_months,
-        run_parameters.as_of_date,
         sum(
             case
                 when
@@ -95,7 +70,7 @@ population as (
                     then 1
                 else 0
             end
-        ) = 1 as in_short_interval_value_set,
+        ) as short_interval_matches,
         sum(case when rule_value_sets.value_set_role = 'closing' then 1 else 0 end) as closing_value_set_count
     from person_facts
     cross join rules
@@ -113,7 +88,11 @@ population as (
             or (rules.practice_type = 'medical' and person_facts.is_medical_patient)
             or (rules.practice_type = 'dental' and person_facts.is_dental_patient)
         )
-    group by
+    group by person_facts.person_id, rules.rule_id
+),
+
+population as (
+    select
         person_facts.person_id,
         person_facts.birth_date,
         person_facts.is_deceased,
@@ -121,9 +100,11 @@ population as (
         person_facts.last_visit_date,
         person_facts.last_medical_visit_date,
         person_facts.last_dental_visit_date,
-        person_facts.medical_location_id,
-        person_facts.dental_location_id,
-        person_facts.last_visit_location_id,
+        case rules.practice_type
+            when 'medical' then person_facts.medical_location_id
+            when 'dental' then person_facts.dental_location_id
+            else person_facts.last_visit_location_id
+        end as practice_location_id,
         rules.rule_id,
         rules.rule_kind,
         rules.practice_type,
@@ -133,87 +114,94 @@ population as (
         rules.interval_months,
         rules.short_interval_months,
         rules.above_goal_value,
-        rules.due_soon_days,
-        rules.grace_days,
+        coalesce(rules.due_soon_days, 0) as due_soon_days,
+        coalesce(rules.grace_days, 0) as grace_days,
         rules.lookback_months,
-        run_parameters.as_of_date
-    having
-        sum(
-            case
-                when
-                    rule_value_sets.value_set_role = 'condition'
-                    and person_facts.active_value_set_ids
-                    not like {{ dbt.concat(["'%|'", "rule_value_sets.value_set_id", "'|%'"]) }}
-                    then 1
-                else 0
-            end
-        ) = 0
+        run_parameters.as_of_date,
+        population_checks.exclusion_value_set_id,
+        population_checks.short_interval_matches = 1 as in_short_interval_value_set,
+        population_checks.closing_value_set_count
+    from population_checks
+    inner join person_facts
+        on population_checks.person_id = person_facts.person_id
+    inner join rules
+        on population_checks.rule_id = rules.rule_id
+    cross join run_parameters
+    where population_checks.missing_condition_count = 0
 ),
 
 -- interval rules ----------------------------------------------------------------------
 
--- Closing events on or before the as-of date, each with the rule's setting and the
--- value of the person's latest valued closing event (the HbA1c result that decides
--- whether the 3- or 6-month interval applies).
+-- Closing events on or before the as-of date, per rule, narrow: the latest event of
+-- each closing value set, and the value of the latest valued closing event of the
+-- rule (the HbA1c result that decides whether the 3- or 6-month interval applies).
 closing_events as (
     select
-        population.*,
+        coded_events.person_id,
+        rule_value_sets.rule_id,
         rule_value_sets.value_set_id,
-        rule_value_sets.interval_months as value_set_interval_months,
+        rule_value_sets.interval_months,
         rule_value_sets.min_age_at_event,
         coded_events.event_date,
         coded_events.value_numeric,
-        coded_events.location_id as event_location_id,
+        coded_events.location_id,
         row_number() over (
-            partition by population.person_id, population.rule_id, rule_value_sets.value_set_id
-            order by coded_events.event_date desc, coded_events.value_numeric desc nulls last,
+            partition by coded_events.person_id, rule_value_sets.rule_id, rule_value_sets.value_set_id
+            order by
+                coded_events.event_date desc,
+                coded_events.value_numeric desc nulls last,
                 coded_events.location_id asc
         ) as value_set_recency_rank,
         first_value(coded_events.value_numeric) over (
-            partition by population.person_id, population.rule_id
+            partition by coded_events.person_id, rule_value_sets.rule_id
             order by
                 case when coded_events.value_numeric is null then 1 else 0 end asc,
                 coded_events.event_date desc,
                 coded_events.value_numeric desc
         ) as latest_value
-    from population
+    from coded_events
     inner join rule_value_sets
         on
-            population.rule_id = rule_value_sets.rule_id
+            coded_events.value_set_id = rule_value_sets.value_set_id
             and rule_value_sets.value_set_role = 'closing'
-    inner join coded_events
-        on
-            population.person_id = coded_events.person_id
-            and rule_value_sets.value_set_id = coded_events.value_set_id
-    where
-        population.rule_kind = 'interval'
-        and coded_events.event_date <= population.as_of_date
+    cross join run_parameters
+    where coded_events.event_date <= run_parameters.as_of_date
 ),
 
--- The candidates for each person and rule: the latest event of every closing value
--- set (counted only from min_age_at_event: an HPV test before 30), the last
--- completed visit for rules without closing value sets, and an empty row that
--- stands for "no evidence on record".
+-- The latest event of every closing value set for the people in the rule's
+-- population, counted only from min_age_at_event (an HPV test before 30 does not
+-- count; the latest test is the oldest the person was), with the interval it earns:
+-- the short one when the person is in the short-interval value set or the latest
+-- result is above goal.
 interval_candidates as (
     select
-        closing_events.*,
+        population.*,
+        closing_events.value_set_id,
+        closing_events.event_date,
+        closing_events.value_numeric,
+        closing_events.location_id as event_location_id,
         case
             when
-                closing_events.short_interval_months is not null
+                population.short_interval_months is not null
                 and (
-                    closing_events.in_short_interval_value_set
-                    or closing_events.latest_value > closing_events.above_goal_value
+                    population.in_short_interval_value_set
+                    or closing_events.latest_value > population.above_goal_value
                 )
-                then closing_events.short_interval_months
-            else closing_events.value_set_interval_months
+                then population.short_interval_months
+            else closing_events.interval_months
         end as effective_interval_months
-    from closing_events
+    from population
+    inner join closing_events
+        on
+            population.person_id = closing_events.person_id
+            and population.rule_id = closing_events.rule_id
     where
-        closing_events.value_set_recency_rank = 1
+        population.rule_kind = 'interval'
+        and closing_events.value_set_recency_rank = 1
         and (
             closing_events.min_age_at_event is null
             or closing_events.event_date
-            >= {{ dbt.dateadd('year', 'closing_events.min_age_at_event', 'closing_events.birth_date') }}
+            >= {{ dbt.dateadd('year', 'closing_events.min_age_at_event', 'population.birth_date') }}
         )
 ),
 
@@ -233,6 +221,8 @@ fallback_options as (
     where population.rule_kind = 'interval'
 ),
 
+-- Every way a person may be covered; the one covering longest wins, and the empty
+-- row ("no evidence on record") only when there is nothing else.
 interval_options as (
     select
         person_id,
@@ -275,7 +265,7 @@ interval_options as (
 
 interval_ranked as (
     select
-        interval_options.*,
+        *,
         row_number() over (
             partition by person_id, rule_id
             order by
@@ -344,7 +334,7 @@ trigger_candidates as (
 
 trigger_ranked as (
     select
-        trigger_candidates.*,
+        *,
         case
             when trigger_status = 'withdrawn' then 'not_applicable'
             when trigger_status = 'closed' then 'closed'

@@ -1,0 +1,259 @@
+"""Care gaps end to end on a real warehouse: a hand-made native-CSV extract is loaded,
+dbt builds ``care_gaps`` for the as-of date 2026-11-01, and the exact rows of each
+patient are checked; then a rule switched off in the catalog seed loses its rows.
+
+The patients (all at one medical clinic):
+
+* ``dormant``: last seen 2024-09-10, so no completed visit in 18 months.
+* ``wellness_due``: yearly check-up on 2025-08-15, due again on 2026-08-15.
+* ``wellness_done``: yearly check-up on 2026-04-01, not due.
+* ``diabetic``: type 2 diabetes, HbA1c 9.1 on 2026-07-15 (three and a half months
+  ago): above the 8.0 goal, so the 3-month interval applies and the test is overdue.
+* ``deceased``: died on 2026-09-01: excluded from every rule.
+* ``hospice``: a woman of 60 in palliative care (Z51.5): excluded from screening.
+* ``cancelled``: cancelled her appointment on 2026-10-01 and has not rebooked.
+"""
+
+from __future__ import annotations
+
+import csv
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from reactivation.ingest.contract import ENTITIES
+from reactivation.ingest.pipeline import load_path
+
+AS_OF = date(2026, 11, 1)
+LOCATION = "clinic"
+
+# The nodes this suite owns; other teams' tests that dbt's eager selection pulls in
+# (their marts are not built by +care_gaps) may error without concerning us.
+OWN_NODES = (
+    "care_gap",
+    "int_clinical_events",
+    "int_person_facts",
+    "int_patients_mapped",
+    "int_locations_classified",
+    "int_completed_visits",
+    "int_last_completed_visits",
+    "value_set",
+)
+
+PATIENTS = [
+    # patient_id, first, last, birth_date, sex, deceased, deceased_date
+    ("dormant", "Dan", "Ortiz", "1990-03-10", "M", "false", ""),
+    ("wellness_due", "Walt", "Dunn", "1995-06-01", "M", "false", ""),
+    ("wellness_done", "Will", "Doyle", "1992-01-20", "M", "false", ""),
+    ("diabetic", "Dave", "Ibarra", "1982-05-05", "M", "false", ""),
+    ("deceased", "Dale", "Cooper", "1950-02-02", "M", "true", "2026-09-01"),
+    ("hospice", "Helen", "Price", "1966-04-04", "F", "false", ""),
+    ("cancelled", "Carl", "Nash", "1988-09-09", "M", "false", ""),
+]
+
+ENCOUNTERS = [
+    # encounter_id, patient_id, date, CPT code, class
+    ("e1", "dormant", "2024-09-10", "99213", "ambulatory"),
+    ("e2", "wellness_due", "2025-08-15", "99395", "wellness"),
+    ("e3", "wellness_done", "2026-04-01", "99395", "wellness"),
+    ("e4", "diabetic", "2026-07-15", "99214", "ambulatory"),
+    ("e5", "deceased", "2026-08-01", "99213", "ambulatory"),
+    ("e6", "hospice", "2026-06-01", "99213", "ambulatory"),
+    ("e7", "cancelled", "2026-03-03", "99213", "ambulatory"),
+]
+
+# (patient_id, rule_id) -> (status, evidence_date, evidence_value, due_date, days_overdue, exclusion_reason)
+EXPECTED = {
+    ("dormant", "dormant"): ("open", "2024-09-10", None, "2026-03-10", 236, None),
+    ("dormant", "annual_wellness"): ("open", None, None, None, None, None),
+    ("wellness_due", "dormant"): ("closed", "2025-08-15", None, "2027-02-15", None, None),
+    ("wellness_due", "annual_wellness"): ("open", "2025-08-15", None, "2026-08-15", 78, None),
+    ("wellness_done", "dormant"): ("closed", "2026-04-01", None, "2027-10-01", None, None),
+    ("wellness_done", "annual_wellness"): ("closed", "2026-04-01", None, "2027-04-01", None, None),
+    ("diabetic", "dormant"): ("closed", "2026-07-15", None, "2028-01-15", None, None),
+    ("diabetic", "annual_wellness"): ("open", None, None, None, None, None),
+    ("diabetic", "diabetes_a1c"): ("open", "2026-07-15", 9.1, "2026-10-15", 17, None),
+    ("diabetic", "diabetic_eye_exam"): ("open", None, None, None, None, None),
+    ("deceased", "dormant"): ("excluded", "2026-08-01", None, "2028-02-01", None, "deceased"),
+    ("deceased", "annual_wellness"): ("excluded", None, None, None, None, "deceased"),
+    ("hospice", "dormant"): ("excluded", "2026-06-01", None, "2027-12-01", None, "hospice_palliative"),
+    ("hospice", "annual_wellness"): ("excluded", None, None, None, None, "hospice_palliative"),
+    ("hospice", "breast_cancer_screening"): ("excluded", None, None, None, None, "hospice_palliative"),
+    ("hospice", "cervical_cancer_screening"): ("excluded", None, None, None, None, "hospice_palliative"),
+    ("hospice", "colorectal_cancer_screening"): ("excluded", None, None, None, None, "hospice_palliative"),
+    ("cancelled", "dormant"): ("closed", "2026-03-03", None, "2027-09-03", None, None),
+    ("cancelled", "annual_wellness"): ("open", None, None, None, None, None),
+    ("cancelled", "missed_appointment"): ("open", "2026-10-01", None, "2026-10-15", 17, None),
+}
+
+
+def _write(folder: Path, entity: str, rows: list[dict]) -> None:
+    columns = ENTITIES[entity].column_names
+    with (folder / f"{entity}.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({column: row.get(column, "") for column in columns})
+
+
+def _write_extract(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _write(folder, "locations", [{"location_id": LOCATION, "name": "Test Family Medicine", "timezone": "UTC"}])
+    _write(
+        folder,
+        "patients",
+        [
+            {
+                "patient_id": pid,
+                "first_name": first,
+                "last_name": last,
+                "birth_date": born,
+                "sex": sex,
+                "deceased": deceased,
+                "deceased_date": died,
+            }
+            for pid, first, last, born, sex, deceased, died in PATIENTS
+        ],
+    )
+    _write(
+        folder,
+        "encounters",
+        [
+            {
+                "encounter_id": eid,
+                "patient_id": pid,
+                "encounter_date": f"{day}T10:00:00",
+                "visit_type_code": code,
+                "visit_type_system": "CPT",
+                "encounter_class": klass,
+            }
+            for eid, pid, day, code, klass in ENCOUNTERS
+        ],
+    )
+    _write(
+        folder,
+        "conditions",
+        [
+            {"patient_id": "diabetic", "code": "E11.9", "code_system": "ICD10CM", "onset_date": "2020-01-01"},
+            {"patient_id": "hospice", "code": "Z51.5", "code_system": "ICD10CM", "onset_date": "2026-06-01"},
+        ],
+    )
+    _write(
+        folder,
+        "observations",
+        [
+            {
+                "patient_id": "diabetic",
+                "code": "4548-4",
+                "code_system": "LOINC",
+                "observed_at": "2026-07-15T10:30:00",
+                "value_numeric": "9.1",
+                "unit": "%",
+                "encounter_id": "e4",
+            }
+        ],
+    )
+    _write(
+        folder,
+        "appointments",
+        [
+            {
+                "appointment_id": "a1",
+                "patient_id": "cancelled",
+                "status": "cancelled",
+                "scheduled_at": "2026-10-05T09:00:00",
+                "appointment_type": "Office Visit",
+                "created_at": "2026-09-01T09:00:00",
+                "cancelled_at": "2026-10-01T16:00:00",
+            }
+        ],
+    )
+
+
+def _care_gap_rows(url: str) -> dict[tuple[str, str], tuple]:
+    """care_gaps rows keyed by (source patient id, rule id), through the identity map."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            """
+            select
+                patients.patient_id,
+                gaps.rule_id,
+                gaps.status,
+                gaps.evidence_date::text,
+                gaps.evidence_value::float,
+                gaps.due_date::text,
+                gaps.days_overdue,
+                gaps.exclusion_reason,
+                gaps.location_id
+            from marts.care_gaps as gaps
+            inner join marts.person_sources as sources on gaps.person_id = sources.person_id
+            inner join staging.stg_emr__patients as patients on sources.patient_key = patients.patient_key
+            """
+        ).fetchall()
+    return {(row[0], row[1]): row[2:] for row in rows}
+
+
+def _own_failures(summary: dict) -> list[dict]:
+    return [f for f in summary["failures"] if any(name in (f["node"] or "") for name in OWN_NODES)]
+
+
+@pytest.fixture(scope="module")
+def built(embedded_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh database with the extract loaded and +care_gaps built once for the module."""
+    from reactivation.settings import get_settings
+    from reactivation.transform import run_dbt_build
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(embedded_server, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    url = f"{embedded_server.rpartition('/')[0]}/{name}"
+    tmp = tmp_path_factory.mktemp("care_gaps")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REACTIVATION_STATE_DIR", str(tmp / "state"))
+        get_settings.cache_clear()
+        extract = tmp / "extract"
+        _write_extract(extract)
+        loaded = load_path(url, extract, fmt="csv", location=LOCATION).as_dict()
+        assert loaded["totals"]["rows_quarantined"] == 0 and loaded["totals"]["rejected"] == 0, loaded
+        summary = run_dbt_build(url, as_of=AS_OF, select="+care_gaps")
+        assert not _own_failures(summary), summary
+        assert summary["nodes"].get("success", 0) > 0, summary
+        yield url
+    get_settings.cache_clear()
+    with psycopg.connect(embedded_server, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+def test_care_gaps_rows_for_each_patient(built: str) -> None:
+    rows = _care_gap_rows(built)
+    actual = {key: row[:6] for key, row in rows.items()}
+    assert actual == EXPECTED
+    assert {row[6] for row in rows.values()} == {LOCATION}
+
+
+def test_a_rule_switched_off_in_the_seed_has_no_rows(
+    built: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The SQL reads the catalog's `enabled` column: switching annual_wellness off drops its rows only."""
+    from reactivation.settings import get_settings
+    from reactivation.transform import run_dbt_build
+
+    before = _care_gap_rows(built)
+    assert any(rule == "annual_wellness" for _, rule in before)
+    with psycopg.connect(built, autocommit=True) as conn:
+        conn.execute("update reference.care_gap_rules set enabled = false where rule_id = 'annual_wellness'")
+    try:
+        monkeypatch.setenv("REACTIVATION_STATE_DIR", str(tmp_path / "state"))
+        get_settings.cache_clear()
+        summary = run_dbt_build(built, as_of=AS_OF, select="care_gaps")
+        assert not _own_failures(summary), summary
+        assert summary["nodes"].get("success") == 1, summary  # care_gaps was rebuilt
+        after = _care_gap_rows(built)
+    finally:
+        with psycopg.connect(built, autocommit=True) as conn:
+            conn.execute("update reference.care_gap_rules set enabled = true where rule_id = 'annual_wellness'")
+    assert after == {key: row for key, row in before.items() if key[1] != "annual_wellness"}
