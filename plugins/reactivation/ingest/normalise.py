@@ -6,6 +6,7 @@ PHI-free reason; the loader turns that into a quarantine row.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -91,47 +92,109 @@ def parse_numeric(value: str) -> str:
 
 # A US number in one of the usual spellings: 402-680-2498, (402) 680-2498, 402.680.2498, 4026802498,
 # +1 402 680 2498. For these, phonenumbers.parse(value, "US") gives country code 1 and the ten digits as
-# the national number (the area code cannot start with 0 or 1, so there is no national prefix to strip).
+# the national number (the area code cannot start with 0 or 1, so there is no national prefix to strip),
+# and the E.164 form is "+1" and the ten digits.
 _PLAIN_US_NUMBER = re.compile(
     r"(?:\+1[ .-]?)?(?:\(([2-9][0-9]{2})\) ?|([2-9][0-9]{2})[ .-]?)([0-9]{3})[ .-]?([0-9]{4})"
 )
-# is_valid_number tries the regions sharing country code 1 in this order; US first lets us ask
-# is_valid_number_for_region(number, "US") first, which gives the same answer for every US number.
+# is_valid_number tries the regions sharing country code 1 in this order; with US first, a number valid
+# for the US is valid, and only the others need the full check.
 _US_FIRST = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(1, ())[:1] == ("US",)
+_US_DESCS = ("general_desc", "premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager",
+             "uan", "voicemail", "fixed_line", "mobile")  # fmt: skip
+_TRAILING_DIGITS = re.compile(r"\\d\{([0-9]+)\}$")
+
+
+def _digits_deciding_validity(metadata) -> int | None:
+    r"""How many leading digits of a ten-digit US number decide its validity (None: all of them).
+
+    Every US number pattern is a choice of alternatives ending in \d{k}; a ten-digit number matches an
+    alternative A\d{k} exactly when its first 10 - k digits match A. So when every alternative ends in
+    \d{k} with k >= 1, the first 10 - (smallest k) digits decide (six today: area code and exchange).
+    """
+    smallest = 10
+    for name in _US_DESCS:
+        desc = getattr(metadata, name, None)
+        pattern = None if desc is None else desc.national_number_pattern
+        if not pattern:
+            continue
+        for alternative in _top_level_alternatives(pattern):
+            match = _TRAILING_DIGITS.search(alternative)
+            if match is None or int(match[1]) < 1:
+                return None
+            smallest = min(smallest, int(match[1]))
+    return 10 - smallest
+
+
+def _top_level_alternatives(pattern: str) -> list[str]:
+    """The pattern split at the | signs outside any group or character class."""
+    parts, depth, start, in_class, escaped = [], 0, 0, False, False
+    for i, char in enumerate(pattern):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+    parts.append(pattern[start:])
+    return parts
+
+
+_US_METADATA = phonenumbers.PhoneMetadata.metadata_for_region("US")
+_US_PREFIX = _digits_deciding_validity(_US_METADATA) if _US_FIRST and _US_METADATA is not None else None
 
 
 def normalise_phone(value: str | None, region: str = "US") -> tuple[str | None, bool | None]:
     """(E.164 form, is valid). Only valid numbers get an E.164 form; the rest are flagged invalid."""
     if not value:
         return None, None
-    parsed = _parse_plain_us_number(value) if region == "US" else None
-    if parsed is None:
-        try:
-            parsed = phonenumbers.parse(value, region)
-        except phonenumbers.NumberParseException:
-            return None, False
-    if not _is_valid_number(parsed):
+    digits = _plain_us_digits(value) if region == "US" else None
+    if digits is not None:
+        return ("+1" + digits, True) if _plain_us_number_is_valid(digits) else (None, False)
+    try:
+        parsed = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None, False
+    if not phonenumbers.is_valid_number(parsed):
         return None, False
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), True
 
 
-def _parse_plain_us_number(value: str) -> phonenumbers.PhoneNumber | None:
-    """What phonenumbers.parse(value, "US") returns for the common spellings, without its general parser.
+def _plain_us_digits(value: str) -> str | None:
+    """The ten digits of a US number in a usual spelling (see _PLAIN_US_NUMBER), else None ("use parse").
 
-    Why: parse is the costliest step of loading a patient (about 15 µs); None means "use parse".
+    Why: phonenumbers.parse is the costliest step of loading a patient (about 15 µs).
     """
     match = _PLAIN_US_NUMBER.fullmatch(value)
     if match is None:
         return None
-    area = match[1] or match[2]
-    return phonenumbers.PhoneNumber(country_code=1, national_number=int(area + match[3] + match[4]))
+    return (match[1] or match[2]) + match[3] + match[4]
 
 
-def _is_valid_number(number: phonenumbers.PhoneNumber) -> bool:
-    """phonenumbers.is_valid_number, asking about the US first (the common, cheap case) when that is exact."""
-    if _US_FIRST and number.country_code == 1 and phonenumbers.is_valid_number_for_region(number, "US"):
+def _plain_us_number_is_valid(digits: str) -> bool:
+    """phonenumbers.is_valid_number for +1 and these ten digits, answered from the leading digits when exact.
+
+    Why: the check runs a dozen long patterns (about 10 µs a number) and every patient has their own
+    number, but numbers sharing an area code and exchange share the answer (see _digits_deciding_validity).
+    """
+    if _US_PREFIX is not None and _us_prefix_is_valid(digits[:_US_PREFIX]):
         return True
-    return phonenumbers.is_valid_number(number)
+    return phonenumbers.is_valid_number(phonenumbers.PhoneNumber(country_code=1, national_number=int(digits)))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _us_prefix_is_valid(prefix: str) -> bool:
+    number = phonenumbers.PhoneNumber(country_code=1, national_number=int(prefix.ljust(10, "0")))
+    return phonenumbers.is_valid_number_for_region(number, "US")
 
 
 def normalise_email(value: str | None) -> tuple[str | None, bool | None]:
