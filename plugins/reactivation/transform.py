@@ -65,6 +65,9 @@ def run_dbt(
         str(target),
         "--log-path",
         str(log_path),
+        # The file log stays at info: its debug level echoes every statement, unit-test fixtures included.
+        "--log-level-file",
+        "info",
     ]
     if as_of is not None:
         command += ["--vars", json.dumps({"as_of": as_of.isoformat()})]
