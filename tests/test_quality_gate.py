@@ -132,6 +132,30 @@ def _a_candidate(conn: psycopg.Connection, location: str) -> dict:
     return dict(zip(("person_id", "channel", "source_system", "location", "patient_id"), row, strict=True))
 
 
+def _staging_is_built(conn: psycopg.Connection) -> bool:
+    kind = conn.execute("select relkind from pg_class where oid = to_regclass('staging.stg_emr__patients')").fetchone()
+    return kind is not None and kind[0] in ("r", "p", "m")
+
+
+def _mutate(url: str, *fixtures: Callable):
+    """Apply fixtures to the raw extract; rebuild staging (as the nightly dbt build would) when it is not a view."""
+    with psycopg.connect(url) as conn:
+        scopes = [fixture(conn) for fixture in fixtures]
+        rebuild = any(getattr(f, "reads_staging", False) for f in fixtures) and _staging_is_built(conn)
+    if rebuild:
+        from reactivation.transform import run_dbt
+
+        process, _ = run_dbt(url, ["run", "--select", "path:models/staging"], as_of=AS_OF)
+        assert process.returncode == 0, process.stdout[-2000:]
+    return scopes[-1]
+
+
+def _reads_staging(fixture: Callable) -> Callable:
+    """Mark a fixture whose change the gate sees through the staging models."""
+    fixture.reads_staging = True
+    return fixture
+
+
 # -- one fixture per critical expectation: (mutate the clean copy, expected scope) ------------------
 
 
@@ -184,6 +208,7 @@ def visit_in_future(conn: psycopg.Connection) -> str:
     return "loc_02"
 
 
+@_reads_staging
 def birth_after_visit(conn: psycopg.Connection) -> str:
     encounters, patients = _latest_load(conn, "nebraska", "encounters"), _latest_load(conn, "nebraska", "patients")
     patient_id, visit = conn.execute(
@@ -228,6 +253,7 @@ def extract_volume_drop(conn: psycopg.Connection) -> str:
     return "loc_02"
 
 
+@_reads_staging
 def candidate_opted_out(conn: psycopg.Connection) -> str:
     who = _a_candidate(conn, "loc_01")
     conn.execute(
@@ -246,6 +272,7 @@ def candidate_opted_out(conn: psycopg.Connection) -> str:
     return "loc_01"
 
 
+@_reads_staging
 def candidate_deceased(conn: psycopg.Connection) -> str:
     who = _a_candidate(conn, "loc_02")
     conn.execute(
@@ -255,6 +282,7 @@ def candidate_deceased(conn: psycopg.Connection) -> str:
     return "loc_02"
 
 
+@_reads_staging
 def candidate_booked(conn: psycopg.Connection) -> str:
     who = _a_candidate(conn, "loc_01")
     conn.execute(
@@ -328,11 +356,6 @@ CRITICAL_FIXTURES: list[tuple[Callable, str, str]] = [
     (candidates_volume_drop, "outreach_candidates_volume_within_history", "outside 500-1500"),
     (check_cannot_run, "outreach_suppressions_built_for_this_run", "relation marts.outreach_suppressions"),
 ]
-
-
-def _mutate(url: str, fixture: Callable):
-    with psycopg.connect(url) as conn:
-        return fixture(conn)
 
 
 def test_every_critical_expectation_has_a_violating_fixture() -> None:
@@ -487,8 +510,7 @@ def _patient_values(generated: Path) -> set[str]:
 
 
 def test_data_docs_and_stored_results_hold_no_patient_value(gate_db: str, clean_template: dict) -> None:
-    for fixture in (duplicate_patient_key, born_after_as_of, candidate_opted_out, candidate_deceased):
-        _mutate(gate_db, fixture)
+    _mutate(gate_db, duplicate_patient_key, born_after_as_of, candidate_opted_out, candidate_deceased)
     decision = _gate(gate_db)
     assert decision.blocked and decision.data_docs is not None and decision.data_docs.exists()
 
@@ -558,8 +580,7 @@ def test_stage_records_blocked_and_emails_operations(gate_db: str, mail_sink, mo
     base_url, received = mail_sink
     monkeypatch.setenv("REACTIVATION_SENDGRID_HOST", base_url)
     monkeypatch.setenv("REACTIVATION_OPS_EMAIL", "ops@practice.example")
-    _mutate(gate_db, stale_extract)
-    _mutate(gate_db, candidate_opted_out)
+    _mutate(gate_db, stale_extract, candidate_opted_out)
 
     summary = run_gate(as_of=AS_OF.isoformat(), dag_run_id="manual__2023-10-31T00:00:00+00:00")
 
@@ -618,7 +639,7 @@ def test_committed_context_is_what_the_suites_module_renders() -> None:
     rendered = render_context()
     committed = {
         str(p.relative_to(CONTEXT_ROOT)): p.read_text()
-        for p in CONTEXT_ROOT.rglob("*")
+        for p in (CONTEXT_ROOT / "gx").rglob("*")
         if p.is_file() and "uncommitted" not in p.parts
     }
     stale = sorted(k for k in rendered if committed.get(k) != rendered[k])
@@ -668,3 +689,103 @@ def test_every_expectation_says_its_severity_scope_and_reason() -> None:
                 assert "{batch} as" not in query
             if meta["scope"] == "location":
                 assert "location_id" in query
+
+
+# -- end to end: the nightly DAG through Airflow ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def night_with_a_bad_location() -> Iterator[dict]:
+    """`reactivation run` on two generated locations; loc_01's extract has a visit dated after the run date."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    tmp = ROOT / ".state" / "tmp" / f"gate-e2e-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "WAREHOUSE_URL", "REACTIVATION_"))}
+    env["REACTIVATION_STATE_DIR"] = str(tmp / "state")
+    binary = str(Path(sys.executable).parent / "reactivation")
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        # subprocess.run kills the child on timeout: a stuck Airflow run must not eat CI's time.
+        return subprocess.run([binary, *args], env=env, capture_output=True, text=True, timeout=1500, cwd=ROOT)
+
+    generated = tmp / "generated"
+    made = run(
+        ["generate", "--patients", "300", "--locations", "2", "--seed", "11", "--as-of", str(AS_OF), str(generated)]
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    encounters = generated / "loc_01" / "encounters.csv"
+    lines = encounters.read_text().splitlines(keepends=True)
+    fields = lines[1].split(",")
+    fields[2] = f"{AS_OF + timedelta(days=45)}T10:00:00"
+    encounters.write_text(lines[0] + ",".join(fields) + "".join(lines[2:]))
+    sources = tmp / "sources.yml"
+    sources.write_text(
+        "sources:\n"
+        + "".join(
+            f"  - name: {loc}\n    format: csv\n    path: {generated / loc}\n    location: {loc}\n"
+            for loc in ("loc_01", "loc_02")
+        )
+    )
+    env["REACTIVATION_SOURCES"] = str(sources)
+    nightly = run(["run", "--as-of", str(AS_OF)])
+
+    from reactivation.embedded_warehouse import EmbeddedWarehouse
+
+    server = EmbeddedWarehouse(tmp / "state" / "warehouse")
+    url = server.start()
+    try:
+        with psycopg.connect(url) as conn:
+            facts = {
+                "decisions": {
+                    row[0]: (row[1], row[2])
+                    for row in conn.execute(
+                        "select coalesce(location_id, 'global'), blocked, reasons from ops.gate_decisions"
+                    )
+                },
+                "stage": conn.execute(
+                    "select status, summary from ops.stage_results where stage = 'quality_gate'"
+                ).fetchone(),
+                "batches": conn.execute(
+                    "select location_id, status, blocked_reasons::text from ops.batches order by 1, 2"
+                ).fetchall(),
+                "sends": dict(
+                    conn.execute(
+                        """select location_id, count(*) filter (where provider_message_id is not null
+                                                                  or state in ('sending', 'accepted', 'unknown'))
+                           from ops.outbox group by location_id"""
+                    ).fetchall()
+                ),
+            }
+    finally:
+        server.stop()
+    yield {"run": nightly, **facts}
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.e2e
+def test_nightly_run_blocks_only_the_bad_location_and_sends_nothing_there(night_with_a_bad_location) -> None:
+    night = night_with_a_bad_location
+    assert night["run"].returncode == 0, night["run"].stdout[-3000:] + night["run"].stderr[-3000:]
+    status, summary = night["stage"]
+    assert status == "blocked" and summary["blocked_locations"] == ["loc_01"]
+    decisions = night["decisions"]
+    assert decisions["global"][0] is False and decisions["loc_02"][0] is False
+    assert decisions["loc_01"][0] is True
+    assert any("visit(s) dated after the run date" in r for r in decisions["loc_01"][1])
+
+    loc_01 = [b for b in night["batches"] if b[0] == "loc_01"]
+    assert loc_01, "planning still writes tonight's batches for the blocked location"
+    assert all(status == "blocked" and "dated after the run date" in reasons for _, status, reasons in loc_01)
+    assert night["sends"].get("loc_01", 0) == 0, "nothing is sent where the gate blocked"
+
+
+@pytest.mark.e2e
+def test_nightly_run_sends_where_the_extract_is_clean(night_with_a_bad_location) -> None:
+    night = night_with_a_bad_location
+    loc_02 = [b for b in night["batches"] if b[0] == "loc_02"]
+    assert loc_02 and not any(status == "blocked" for _, status, _ in loc_02)
+    assert night["sends"].get("loc_02", 0) > 0, "a clean extract passes the gate and its messages go out"

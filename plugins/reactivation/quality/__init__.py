@@ -14,6 +14,7 @@ import json
 from datetime import date
 
 EXIT_BLOCKED = 1
+EXIT_CANNOT_RUN = 2
 
 
 def _date(value: str) -> date:
@@ -24,10 +25,17 @@ def _date(value: str) -> date:
 
 
 def check(as_of: date, *, run_id: str | None = None, notify: bool = False, as_json: bool = False) -> int:
-    """``reactivation check``: run the gate alone; 1 when it blocks anything, 0 when clean."""
+    """``reactivation check``: run the gate alone; 1 when it blocks anything, 0 when clean, 2 when it cannot run."""
+    import sys
+
+    from reactivation.quality.gate import GateError
     from reactivation.quality.stage import run_gate
 
-    summary = run_gate(as_of=as_of, dag_run_id=run_id or f"check__{as_of.isoformat()}", notify=notify)
+    try:
+        summary = run_gate(as_of=as_of, dag_run_id=run_id or f"check__{as_of.isoformat()}", notify=notify)
+    except GateError as err:
+        print(f"reactivation check: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:

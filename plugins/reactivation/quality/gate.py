@@ -20,6 +20,7 @@ import io
 import logging
 import math
 import os
+import re
 import statistics
 import string
 import time
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from reactivation.quality import store
 from reactivation.quality.context import RunParameters, open_context
-from reactivation.quality.suites import CHECKPOINT, RESULT_FORMAT, volume_checks
+from reactivation.quality.suites import CHECKPOINT, QUERY_EXPECTATION, RESULT_FORMAT, volume_checks
 from reactivation.settings import SettingsError, get_settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ GLOBAL = "__global__"  # key of the global reasons in blocked_scope's dict
 DEFAULT_VOLUME_TOLERANCE_PCT = 50.0
 DEFAULT_MAX_EXTRACT_AGE_DAYS = 3
 VOLUME_HISTORY_RUNS = 5
+QUERY_EXPECTATIONS = {QUERY_EXPECTATION, "unexpected_rows_expectation"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class GateDecision:
     warnings: list[str] = field(default_factory=list)
     locations: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
     data_docs: Path | None = None
 
     @property
@@ -188,23 +191,16 @@ def _sentence(template: str, values: dict, *, suite: str, name: str) -> str:
 
 
 def _error_summary(result) -> str:
-    """What went wrong when a check could not run: the error class and, for missing tables or columns, the name.
+    """What went wrong when a check could not run: the error class and, for a missing table or column, its name.
 
     Never the raw message in general: a database error can quote a data value.
     """
-    import re
-
     for info in (result.exception_info or {}).values():
-        if not isinstance(info, dict):
-            continue
-        message = info.get("exception_message") or ""
-        match = re.search(r'(relation|column) "([\w.]+)" does not exist', message)
-        if match:
-            return f"{match.group(1)} {match.group(2)} does not exist"
-        kind = re.search(r"\((\w+(?:\.\w+)*)\)", message)
-        return kind.group(1).rsplit(".", 1)[-1] if kind else "unexpected error"
-    if result.exception_info and result.exception_info.get("raised_exception"):
-        return "unexpected error"
+        message = (info.get("exception_message") or "") if isinstance(info, dict) else ""
+        if missing := re.search(r'(relation|column) "([\w.]+)" does not exist', message):
+            return f"{missing.group(1)} {missing.group(2)} does not exist"
+        if kind := re.search(r"^\((\w+(?:\.\w+)*)\)", message):
+            return kind.group(1).rsplit(".", 1)[-1]
     return "unexpected error"
 
 
@@ -247,7 +243,7 @@ def _findings_for(context, suite_name: str, result, params: RunParameters, expec
         "max_extract_age_days": params.max_extract_age_days,
         "volume_tolerance_pct": params.volume_tolerance_pct,
     }
-    if config.type != "unexpected_rows_expectation":
+    if config.type not in QUERY_EXPECTATIONS:
         for bound, unbounded in (("min_value", 0), ("max_value", "any")):
             raw = (config.kwargs or {}).get(bound)
             value = expectation_parameters.get(raw["$PARAMETER"]) if isinstance(raw, dict) else raw
@@ -257,14 +253,18 @@ def _findings_for(context, suite_name: str, result, params: RunParameters, expec
     # The query names what failed (ids and counts only); fetch its rows to word the reasons.
     validation_definition = context.validation_definitions.get(suite_name)
     expectation = next(e for e in validation_definition.suite.expectations if str(e.id) == str(config.id))
-    with contextlib.redirect_stderr(io.StringIO()):  # GX draws a progress bar here whatever the config says
-        rows = validation_definition.get_unexpected_rows(expectation)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # GX draws a progress bar here whatever the config says
+            rows = validation_definition.get_unexpected_rows(expectation)
+    except Exception as err:  # the failure stands; without its locations it is treated as global (fail safe)
+        log.warning("could not list the failing locations of %s: %s", name, type(err).__name__)
+        rows = []
     findings = [headline]
     for row in rows:
         location = row.get("location_id") if scope == "location" else None
         reason = _sentence(template, {**values, **row}, suite=suite_name, name=name)
         findings.append(detail(reason, row.get("observed"), None if location is None else str(location)))
-    if len(findings) == 1:  # failed, yet the rows are gone by now: still say what failed
+    if len(findings) == 1:  # failed, yet no row names a location: still say what failed, everywhere
         findings.append(detail(_sentence(template, values, suite=suite_name, name=name)))
     return findings
 
@@ -297,15 +297,25 @@ def run_gate_check(
     build_docs: bool = True,
 ) -> GateDecision:
     """Validate, store results and decision, build Data Docs. Raises only when the gate itself cannot run."""
-    started = time.monotonic()
+    started = lap = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def step(name: str) -> None:
+        nonlocal lap
+        now = time.monotonic()
+        timings[name] = round(now - lap, 2)
+        lap = now
+
     params = params or run_parameters(as_of)
     state_dir = state_dir or get_settings().state_dir
     store.ensure_quality_schema(url)
     expectation_parameters = volume_bounds(url, params)
+    step("volume bounds")
 
     from great_expectations.core.run_identifier import RunIdentifier
 
     context = open_context(url, params, state_dir=state_dir)
+    step("open context")
     checkpoint = context.checkpoints.get(CHECKPOINT)
     if _result_format(checkpoint.result_format) != RESULT_FORMAT:
         raise GateError(
@@ -314,8 +324,9 @@ def run_gate_check(
         )
     run_id = RunIdentifier(run_name=dag_run_id, run_time=datetime.now(UTC))
     result = checkpoint.run(expectation_parameters=expectation_parameters, run_id=run_id)
+    step("checkpoint")
 
-    decision = GateDecision(dag_run_id=dag_run_id, as_of=as_of, parameters=params)
+    decision = GateDecision(dag_run_id=dag_run_id, as_of=as_of, parameters=params, timings=timings)
     for validation in result.run_results.values():
         suite_name = validation.suite_name
         for expectation_result in validation.results:
@@ -323,6 +334,7 @@ def run_gate_check(
                 _findings_for(context, suite_name, expectation_result, params, expectation_parameters)
             )
     decision.global_reasons, decision.blocked_locations, decision.warnings = decide(decision.findings)
+    step("failing locations")
     decision.locations = sorted(set(store.known_locations(url)) | set(decision.blocked_locations))
 
     # One row per expectation, plus one per failing location (a global detail repeats its headline).
@@ -339,10 +351,12 @@ def run_gate_check(
         for location in decision.locations
     ]
     store.save_run(url, dag_run_id=dag_run_id, as_of=as_of, results=results, decisions=rows)
+    step("store")
 
     if build_docs:
         context.build_data_docs(resource_identifiers=list(result.run_results))
         decision.data_docs = state_dir / "data_docs" / "index.html"
+        step("data docs")
     decision.seconds = time.monotonic() - started
     log.info(
         "quality gate run=%s as_of=%s blocked=%s global=%s blocked_locations=%d warnings=%d seconds=%.1f",

@@ -41,6 +41,11 @@ import yaml
 
 from reactivation.settings import PROJECT_ROOT
 
+# The languages outreach has message templates in (one file per language per channel).
+TEMPLATE_LANGUAGES = tuple(
+    sorted(p.stem for p in (Path(__file__).parents[1] / "outreach" / "templates" / "sms").glob("*.j2"))
+) or ("en",)
+
 CONTEXT_ROOT = PROJECT_ROOT / "expectations"
 GX_DIR = CONTEXT_ROOT / "gx"
 DATASOURCE = "warehouse"
@@ -55,6 +60,9 @@ AS_OF = "cast(current_setting('reactivation.as_of') as date)"
 MAX_AGE_DAYS = "cast(current_setting('reactivation.max_extract_age_days') as integer)"
 TOLERANCE_PCT = "cast(current_setting('reactivation.volume_tolerance_pct') as numeric)"
 
+# GX's UnexpectedRowsExpectation, counting only (reactivation.quality.expectations): the query runs once.
+QUERY_EXPECTATION = "counted_unexpected_rows_expectation"
+
 Severity = Literal["critical", "warning"]
 Scope = Literal["location", "global"]
 
@@ -68,7 +76,7 @@ class Check:
     severity: Severity
     scope: Scope
     reason: str
-    type: str = "unexpected_rows_expectation"
+    type: str = QUERY_EXPECTATION
     kwargs: dict = field(default_factory=dict)
 
     @classmethod
@@ -143,9 +151,9 @@ def _unique_keys(entity: str, label: str, keys: tuple[str, ...]) -> Check:
     )
 
 
-def _valid_share(entity_column: str, flag: str, label: str, minimum_pct: int) -> Check:
+def _valid_share(column: str, flag: str, label: str, minimum_pct: int) -> Check:
     return Check.sql(
-        f"patients_{entity_column}_well_formed",
+        f"patients_{column}_well_formed",
         f"In each location's latest patients file, at least {minimum_pct}% of the {label}s given are well formed.",
         "warning",
         "location",
@@ -159,7 +167,7 @@ def _valid_share(entity_column: str, flag: str, label: str, minimum_pct: int) ->
             round(100.0 * count(*) filter (where records.{flag}) / count(*), 1) as observed
         from {{batch}} as records
         inner join latest_files on records.load_id = latest_files.load_id
-        where records.{entity_column} is not null
+        where records.{column} is not null
         group by latest_files.location_id
         having count(*) filter (where records.{flag}) < {minimum_pct / 100} * count(*)
         """,
@@ -586,6 +594,16 @@ OUTREACH_CANDIDATES = Suite(
             group by location_id
             having count(*) filter (where timezone = 'UTC') > 0.1 * count(*)
             """,
+        ),
+        Check(
+            "candidates_language_has_templates",
+            "At least 95% of candidates prefer a language the message templates are written in "
+            f"({', '.join(TEMPLATE_LANGUAGES)}); the others are written to in English.",
+            "warning",
+            "global",
+            "{observed} candidate(s) prefer a language without message templates and would get English",
+            type="expect_column_values_to_be_in_set",
+            kwargs={"column": "language", "value_set": list(TEMPLATE_LANGUAGES), "mostly": 0.95},
         ),
         Check(
             "candidates_priority_in_range",
