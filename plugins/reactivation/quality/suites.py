@@ -154,10 +154,10 @@ def _unique_keys(entity: str, label: str, keys: tuple[str, ...]) -> Check:
 def _valid_share(column: str, flag: str, label: str, minimum_pct: int) -> Check:
     return Check.sql(
         f"patients_{column}_well_formed",
-        f"In each location's latest patients file, at least {minimum_pct}% of the {label}s given are well formed.",
+        f"In each location's latest patients file, at least {minimum_pct}% of the {label} given are well formed.",
         "warning",
         "location",
-        f"only {{observed}}% of the {label}s in the latest patients extract are well formed "
+        f"only {{observed}}% of the {label} in the latest patients extract are well formed "
         f"(expected at least {minimum_pct}%)",
         f"""
         with {_latest_files("patients").strip()}
@@ -337,8 +337,8 @@ PATIENTS = Suite(
             group by latest_files.location_id
             """,
         ),
-        _valid_share("phone", "phone_is_valid", "phone number", 80),
-        _valid_share("email", "email_is_valid", "email address", 80),
+        _valid_share("phone", "phone_is_valid", "phone numbers", 80),
+        _valid_share("email", "email_is_valid", "email addresses", 80),
         Check.sql(
             "patients_language_is_a_code",
             "In each location's latest patients file, at least 95% of the languages given are language codes "
