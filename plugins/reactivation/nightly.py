@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+from reactivation.dates import parse_as_of
 from reactivation.settings import get_settings
 from reactivation.warehouse import analyze_raw, ensure_schema, record_stage, warehouse_url
 
@@ -20,17 +21,13 @@ class StageFailed(RuntimeError):
     """A stage finished but its result must stop the run (the summary is recorded first)."""
 
 
-def _as_date(as_of: str | date) -> date:
-    return as_of if isinstance(as_of, date) else date.fromisoformat(str(as_of)[:10])
-
-
 def ingest(*, as_of: str | date, dag_run_id: str) -> dict:
     """Load every configured source's extracts into the raw layer."""
     from reactivation.ingest.pipeline import load_path
     from reactivation.ingest.sources import read_sources
 
     settings = get_settings()
-    as_of_date = _as_date(as_of)
+    as_of_date = parse_as_of(as_of)
     sources = read_sources(settings.reactivation_sources)
     with warehouse_url(settings, stop_embedded=False) as url:
         ensure_schema(url)
@@ -78,7 +75,7 @@ def transform(*, as_of: str | date, dag_run_id: str) -> dict:
     from reactivation.transform import run_dbt_build
 
     settings = get_settings()
-    as_of_date = _as_date(as_of)
+    as_of_date = parse_as_of(as_of)
     with warehouse_url(settings, stop_embedded=False) as url:
         result = run_dbt_build(url, as_of=as_of_date)
         from reactivation.roles import apply_row_security

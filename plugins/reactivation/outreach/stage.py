@@ -6,15 +6,12 @@ import logging
 from collections import Counter
 from datetime import date
 
+from reactivation.dates import parse_as_of
 from reactivation.outreach.config import load_config
 from reactivation.settings import get_settings
 from reactivation.warehouse import connect, ensure_schema, record_stage, warehouse_url
 
 log = logging.getLogger(__name__)
-
-
-def _as_date(as_of: str | date) -> date:
-    return as_of if isinstance(as_of, date) else date.fromisoformat(str(as_of)[:10])
 
 
 def _gate_blocks(url: str, dag_run_id: str) -> tuple[list[str], dict[str, list[str]]]:
@@ -35,7 +32,7 @@ def _gate_blocks(url: str, dag_run_id: str) -> tuple[list[str], dict[str, list[s
 def plan(*, as_of: str | date, dag_run_id: str) -> dict:
     from reactivation.outreach.planning import plan_outreach
 
-    as_of_date = _as_date(as_of)
+    as_of_date = parse_as_of(as_of)
     with warehouse_url(get_settings(), stop_embedded=False) as url:
         ensure_schema(url)
         blocked_global, blocked_locations = _gate_blocks(url, dag_run_id)
@@ -72,7 +69,7 @@ def decide(*, as_of: str | date, decision: str, decided_by: str, note: str | Non
     """Apply a human decision to every batch of the night still awaiting one."""
     from reactivation.outreach.approval import decide_batches
 
-    as_of_date = _as_date(as_of)
+    as_of_date = parse_as_of(as_of)
     with warehouse_url(get_settings(), stop_embedded=False) as url:
         changed = decide_batches(url, as_of=as_of_date, decision=decision, decided_by=decided_by, note=note)
     return {"decision": decision, "batches": changed}
@@ -80,7 +77,7 @@ def decide(*, as_of: str | date, decision: str, decided_by: str, note: str | Non
 
 def sendable(*, as_of: str | date) -> list[str]:
     with warehouse_url(get_settings(), stop_embedded=False) as url:
-        batches = batches_by_status(url, _as_date(as_of))
+        batches = batches_by_status(url, parse_as_of(as_of))
     return batches.get("approved", []) + batches.get("sending", [])
 
 
@@ -96,7 +93,7 @@ def close(*, as_of: str | date, dag_run_id: str, rejected_by: str | None = None)
     from reactivation.outreach.approval import decide_batches
     from reactivation.outreach.providers.call_list import export_call_lists
 
-    as_of_date = _as_date(as_of)
+    as_of_date = parse_as_of(as_of)
     settings = get_settings()
     with warehouse_url(settings, stop_embedded=False) as url:
         if rejected_by:

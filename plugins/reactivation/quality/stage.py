@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+from reactivation.dates import parse_as_of
 from reactivation.settings import get_settings
 from reactivation.warehouse import ensure_schema, record_stage, warehouse_url
 
@@ -20,16 +21,12 @@ log = logging.getLogger(__name__)
 STAGE = "quality_gate"
 
 
-def _as_date(as_of: str | date) -> date:
-    return as_of if isinstance(as_of, date) else date.fromisoformat(str(as_of)[:10])
-
-
 def run_gate(*, as_of: str | date, dag_run_id: str, notify: bool = True) -> dict:
     """Run the gate for the run's as-of date; returns its count-only summary (the task's XCom)."""
     from reactivation.quality.gate import run_gate_check
 
     settings = get_settings()
-    as_of_date = _as_date(as_of)
+    as_of_date = parse_as_of(as_of)
     with warehouse_url(settings, stop_embedded=False) as url:
         ensure_schema(url)
         decision = run_gate_check(url, as_of=as_of_date, dag_run_id=dag_run_id, state_dir=settings.state_dir)

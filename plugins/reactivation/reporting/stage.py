@@ -7,6 +7,7 @@ import logging
 import time
 from datetime import date
 
+from reactivation.dates import parse_as_of
 from reactivation.settings import get_settings
 from reactivation.warehouse import record_stage, warehouse_url
 
@@ -24,10 +25,6 @@ STALE_NOTICE = (
     "The reporting marts could not be rebuilt after tonight's sends (see the report stage's dbt results): "
     "the charts may not include tonight's outcomes yet."
 )
-
-
-def _as_date(as_of: str | date) -> date:
-    return as_of if isinstance(as_of, date) else date.fromisoformat(str(as_of)[:10])
 
 
 def _refresh_reporting_marts(url: str, as_of: date) -> dict | None:
@@ -67,7 +64,7 @@ def build_report(*, as_of: str | date, dag_run_id: str, refresh_marts: bool = Tr
     """
     from reactivation.reporting.render import write_report
 
-    as_of_date = _as_date(as_of)
+    as_of_date = parse_as_of(as_of)
     settings = get_settings()
     with warehouse_url(settings, stop_embedded=False) as url:
         refresh = _refresh_reporting_marts(url, as_of_date) if refresh_marts else None
