@@ -322,3 +322,127 @@ def test_an_unknown_time_zone_is_quarantined(warehouse: str, tmp_path: Path) -> 
     result = _file(_load(warehouse, tmp_path), "locations.csv")
     assert (result["rows_loaded"], result["rows_quarantined"]) == (0, 1)
     assert _quarantine(warehouse)[0][1] == "timezone"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_file_commits_on_its_own(
+    warehouse: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Files are committed one at a time: when a file starts, another session already sees every file loaded
+    before it (manifest row and rows), and a crash mid-folder keeps them and leaves no trace of the file it hit."""
+    from reactivation.ingest import pipeline
+
+    _write(tmp_path, "locations.csv", "location_id,name,timezone\nden,Denver Dental,America/Denver\n")
+    _write(tmp_path, "patients.csv", PATIENT_HEADER + "p1,Ann,Lee,1980-01-02,F,,,en\np2,Bob,Ray,1970-05-06,M,,,en\n")
+    _write(tmp_path, "appointments.csv", "appointment_id,patient_id,status,scheduled_at\na1,p1,booked,2026-11-20\n")
+    _write(tmp_path, "encounters.csv", "encounter_id,patient_id,encounter_date\ne1,p1,2023-01-02\n")
+    counted = {"locations.csv": "raw.locations", "patients.csv": "raw.patients", "appointments.csv": "raw.appointments"}
+
+    class Interrupted(Exception):
+        pass
+
+    finished: list[str] = []  # files whose load_file has returned, in order
+    seen: dict[str, tuple[list[str], dict[str, int]]] = {}  # file -> (finished, visible elsewhere) when it started
+    real_load_file = pipeline.load_file
+
+    def observed_load_file(conn, path, mapping, context, **kwargs):
+        def hook(n: int) -> None:
+            if path.name not in seen:
+                done = list(finished)
+                with psycopg.connect(warehouse) as other:
+                    loaded = other.execute(
+                        "select file_name, rows_loaded from raw.load_manifest where status = 'loaded'"
+                    ).fetchall()
+                    visible = {
+                        name: other.execute(f"select count(*) from {counted[name]}").fetchone()[0] for name, _ in loaded
+                    }
+                    assert visible == dict(loaded), "a manifest row is visible without its rows, or the reverse"
+                seen[path.name] = (done, visible)
+                if path.name == "encounters.csv":
+                    raise Interrupted
+
+        result = real_load_file(conn, path, mapping, context, **{**kwargs, "progress": hook})
+        finished.append(path.name)
+        return result
+
+    monkeypatch.setattr(pipeline, "load_file", observed_load_file)
+    with pytest.raises(Interrupted):
+        load_path(warehouse, tmp_path, fmt="csv", location="clinic", workers=workers)
+    for name, (done, visible) in seen.items():
+        assert set(done) <= set(visible), f"when {name} started, files loaded before it were not committed"
+    if workers == 1:
+        assert finished == ["locations.csv", "patients.csv", "appointments.csv"]
+        assert seen["encounters.csv"][1] == {"locations.csv": 1, "patients.csv": 2, "appointments.csv": 1}
+    else:  # the other worker finishes the file it has (and starts no other), whichever that is
+        assert finished[0] == "locations.csv" and "encounters.csv" not in finished
+    with psycopg.connect(warehouse) as conn:
+        manifest = conn.execute("select file_name, status from raw.load_manifest order by load_id").fetchall()
+        rows = {name: conn.execute(f"select count(*) from {t}").fetchone()[0] for name, t in counted.items()}
+        encounters = conn.execute("select count(*) from raw.encounters").fetchone()[0]
+    assert manifest == [(name, "loaded") for name in counted if name in finished]
+    assert rows == {name: ({"patients.csv": 2}.get(name, 1) if name in finished else 0) for name in counted}
+    assert encounters == 0
+
+
+def test_load_file_refuses_a_connection_with_a_transaction_open(warehouse: str, tmp_path: Path) -> None:
+    path = _write(tmp_path, "patients.csv", PATIENT_HEADER + "p1,Ann,Lee,1980-01-02,F,,,en\n")
+    ensure_schema(warehouse)
+    with psycopg.connect(warehouse) as conn:
+        conn.execute("select 1")  # a plain connection's first query opens a transaction that stays open
+        with pytest.raises(ValueError, match="no transaction open"):
+            load_file(conn, path, native_mapping().mapping_for("patients.csv"), LoadContext("native_csv", "clinic"))
+
+
+def _raw_snapshot(url: str) -> dict[str, list[tuple]]:
+    """Every raw table's rows, sorted; the manifest without its timestamps."""
+    snapshot = {}
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "select table_name from information_schema.tables where table_schema = 'raw' order by 1"
+        ).fetchall()
+        for (table,) in tables:
+            columns = [
+                name
+                for (name,) in conn.execute(
+                    """select column_name from information_schema.columns
+                       where table_schema = 'raw' and table_name = %s order by ordinal_position""",
+                    (table,),
+                ).fetchall()
+                if name not in {"started_at", "finished_at"}
+            ]
+            listed = ", ".join(columns)
+            order = ", ".join(str(n + 1) for n in range(len(columns)))
+            snapshot[table] = conn.execute(f"select {listed} from raw.{table} order by {order}").fetchall()
+    return snapshot
+
+
+def test_parallel_load_stores_what_a_one_worker_load_stores(warehouse: str, tmp_path: Path) -> None:
+    """Two workers give the same raw tables, quarantine, manifest (load ids included) and summary as one."""
+    from reactivation.generate import generate_extract
+
+    generate_extract(tmp_path / "extract", patients=1500, locations=1, seed=7, workers=1)
+    folder = tmp_path / "extract" / "loc_01"
+    (folder / "patients_copy.csv").write_bytes((folder / "patients.csv").read_bytes())  # same bytes: a no-op
+    _write(folder, "appointments_broken.csv", "appointment_id,status\na1,booked\n")  # rejected
+    encounters = (folder / "encounters.csv").read_text().splitlines()
+    dirty = [encounters[0], *encounters[1:40], encounters[5], encounters[6].replace("-", "/", 1), "e,x,20"]
+    _write(folder, "encounters_late.csv", "\n".join(dirty) + "\n")  # duplicates, a bad date, a ragged row
+
+    def load(workers: int) -> tuple[list[dict], dict]:
+        summary = load_path(warehouse, folder, fmt="csv", location="loc_01", workers=workers).as_dict()
+        files = [{k: v for k, v in f.items() if k != "seconds"} for f in summary["files"]]
+        snapshot = _raw_snapshot(warehouse)
+        with psycopg.connect(warehouse, autocommit=True) as conn:
+            conn.execute("drop schema raw cascade")  # the next load starts afresh, its sequence included
+        return files, snapshot
+
+    one_files, one = load(1)
+    two_files, two = load(2)
+    statuses = {f["file"]: f["status"] for f in one_files}
+    assert statuses["patients_copy.csv"] == "skipped_duplicate"
+    assert statuses["appointments_broken.csv"] == "rejected"
+    assert one_files[0]["file"] == "locations.csv"
+    assert sum(f["rows_quarantined"] for f in one_files) >= 3
+    assert len(one["quarantine"]) >= 3 and len(one["load_manifest"]) == len(one_files) - 1
+    assert two_files == one_files
+    assert two == one

@@ -701,11 +701,20 @@ def load_file(
     *,
     progress: Callable[[int], None] | None = None,
     rows_source: Callable[[], tuple[list[str], Iterable[tuple[int, list[str]]]]] | None = None,
+    load_id: int | None = None,
 ) -> FileResult:
     """Load ``path`` as ``mapping.entity``. Never raises for bad input: returns a rejected result instead.
 
-    ``rows_source`` lets non-CSV adapters (FHIR NDJSON) supply a header and rows themselves.
+    The file is committed before this returns, in a transaction of its own, so ``conn`` must have none open
+    (an autocommit connection is simplest). ``rows_source`` lets non-CSV adapters (FHIR NDJSON) supply a
+    header and rows themselves. ``load_id``: the manifest id to use, reserved beforehand from the manifest's
+    sequence (``reserve_load_ids``), so that ids follow the caller's file order even when files load at once;
+    unset, the sequence's next value when the file starts.
     """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        # Each file commits on its own; inside the caller's transaction its "commit" would be a savepoint,
+        # invisible to others until, and lost unless, the caller commits.
+        raise ValueError("load_file needs a connection with no transaction open (use autocommit=True)")
     started = time.monotonic()
     entity = ENTITIES[mapping.entity]
     result = FileResult(file=path.name, entity=entity.name, status="loaded")
@@ -733,10 +742,11 @@ def load_file(
         with conn.transaction():
             load_id = conn.execute(
                 """insert into raw.load_manifest
-                   (source_system, location_id, entity, file_name, file_size, sha256, extract_date, encoding,
-                    status, warnings)
-                   values (%s, %s, %s, %s, %s, %s, %s, %s, 'loading', %s::jsonb) returning load_id""",
-                (*key, path.name, size, sha, extract_date, encoding, json.dumps(warnings)),
+                   (load_id, source_system, location_id, entity, file_name, file_size, sha256, extract_date,
+                    encoding, status, warnings)
+                   values (coalesce(%s, nextval(pg_get_serial_sequence('raw.load_manifest', 'load_id'))),
+                           %s, %s, %s, %s, %s, %s, %s, %s, 'loading', %s::jsonb) returning load_id""",
+                (load_id, *key, path.name, size, sha, extract_date, encoding, json.dumps(warnings)),
             ).fetchone()[0]
             result.load_id = load_id
             conn.execute("select set_config('TimeZone', %s, true)", (context.timezone,))
@@ -775,12 +785,12 @@ def load_file(
         result.status = "rejected"
         result.message = str(err)
         result.rows_loaded = 0
-        _record_rejection(conn, key, path, size, sha, extract_date, encoding, result)
+        _record_rejection(conn, key, path, size, sha, extract_date, encoding, result, load_id)
     except UnicodeDecodeError as err:
         result.status = "rejected"
         result.message = f"cannot decode the file as {encoding} at byte {err.start}; declare its encoding"
         result.rows_loaded = 0
-        _record_rejection(conn, key, path, size, sha, extract_date, encoding, result)
+        _record_rejection(conn, key, path, size, sha, extract_date, encoding, result, load_id)
     result.seconds = round(time.monotonic() - started, 3)
     log.info(
         "load %s entity=%s status=%s read=%d loaded=%d quarantined=%d",
@@ -794,14 +804,28 @@ def load_file(
     return result
 
 
-def _record_rejection(conn, key, path, size, sha, extract_date, encoding, result: FileResult) -> None:
+def reserve_load_ids(conn: psycopg.Connection, count: int) -> list[int]:
+    """``count`` manifest ids from the manifest's sequence, ascending (an id left unused is a gap, as after a
+    rollback)."""
+    if count <= 0:
+        return []
+    rows = conn.execute(
+        """select nextval(pg_get_serial_sequence('raw.load_manifest', 'load_id')) as load_id
+           from generate_series(1, %s) order by load_id""",
+        (count,),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _record_rejection(conn, key, path, size, sha, extract_date, encoding, result: FileResult, load_id) -> None:
     with conn.transaction():
         result.load_id = conn.execute(
             """insert into raw.load_manifest
-               (source_system, location_id, entity, file_name, file_size, sha256, extract_date, encoding,
+               (load_id, source_system, location_id, entity, file_name, file_size, sha256, extract_date, encoding,
                 rows_read, status, message, warnings, finished_at)
-               values (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'rejected', %s, %s::jsonb, now()) returning load_id""",
-            (*key, path.name, size, sha, extract_date, encoding, result.rows_read, result.message,
+               values (coalesce(%s, nextval(pg_get_serial_sequence('raw.load_manifest', 'load_id'))),
+                       %s, %s, %s, %s, %s, %s, %s, %s, %s, 'rejected', %s, %s::jsonb, now()) returning load_id""",
+            (load_id, *key, path.name, size, sha, extract_date, encoding, result.rows_read, result.message,
              json.dumps(result.warnings)),
         ).fetchone()[0]  # fmt: skip
 
