@@ -17,9 +17,10 @@ The patients (all at one medical clinic):
 from __future__ import annotations
 
 import csv
+import json
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import psycopg
@@ -257,3 +258,115 @@ def test_a_rule_switched_off_in_the_seed_has_no_rows(
         with psycopg.connect(built, autocommit=True) as conn:
             conn.execute("update reference.care_gap_rules set enabled = true where rule_id = 'annual_wellness'")
     assert after == {key: row for key, row in before.items() if key[1] != "annual_wellness"}
+
+
+# -- incremental builds --------------------------------------------------------------------
+
+# The marts (and identity tables) a nightly incremental build must leave exactly as a full rebuild.
+COMPARED_TABLES = [
+    "marts.person_sources",
+    "marts.persons",
+    "intermediate.int_households",
+    "marts.care_gaps",
+    "marts.outreach_candidates",
+    "marts.outreach_suppressions",
+]
+
+
+def _table_hashes(url: str) -> dict[str, tuple[int, str]]:
+    """Row count and an order-independent hash of every compared table."""
+    with psycopg.connect(url) as conn:
+        return {
+            table: conn.execute(
+                f"select count(*), md5(coalesce(string_agg(row_hash, '' order by row_hash), ''))"
+                f" from (select md5(t::text) as row_hash from {table} as t) as hashed"
+            ).fetchone()
+            for table in COMPARED_TABLES
+        }
+
+
+def _write_delta(extract: Path, delta: Path, day: date) -> dict[str, list[str]]:
+    """The next day's extract of one location: changed phones, new appointments and visits, a new patient."""
+    delta.mkdir(parents=True)
+    with (extract / "patients.csv").open(newline="", encoding="utf-8") as handle:
+        patients = list(csv.DictReader(handle))
+    with_phone = [row for row in patients if sum(ch.isdigit() for ch in row["phone"]) >= 10][:6]
+    changed = []
+    for row in with_phone[:3]:
+        digits = "".join(ch for ch in row["phone"] if ch.isdigit())[-10:]
+        changed.append(dict(row, phone=f"{digits[:6]}{(int(digits[6:]) + 1) % 10_000:04d}"))
+    newcomer = dict(patients[0], patient_id="delta-new-1", first_name="Quentin", birth_date="1971-07-07")
+    _write(delta, "patients", [*changed, newcomer])
+    stamp = day.isoformat()
+    booked = [row["patient_id"] for row in with_phone[3:]]
+    _write(delta, "appointments", [
+        {"appointment_id": f"delta-{pid}", "patient_id": pid, "status": "booked",
+         "scheduled_at": f"{(day + timedelta(days=14)).isoformat()}T09:00:00", "appointment_type": "Follow-up",
+         "provider_id": "", "location_id": extract.name, "created_at": f"{stamp}T08:00:00", "cancelled_at": ""}
+        for pid in booked
+    ])  # fmt: skip
+    visited = [row["patient_id"] for row in with_phone[:2]]
+    _write(delta, "encounters", [
+        {"encounter_id": f"delta-{pid}", "patient_id": pid, "encounter_date": f"{stamp}T10:00:00",
+         "visit_type_code": "99213", "visit_type_system": "CPT", "encounter_class": "ambulatory",
+         "description": "Office visit", "provider_id": "", "location_id": extract.name}
+        for pid in visited
+    ])  # fmt: skip
+    return {"changed_phones": [row["patient_id"] for row in changed], "booked": booked, "visited": visited}
+
+
+@pytest.mark.slow  # five dbt builds: minutes, so it runs with `make test-slow`
+def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
+    warehouse: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The EMR staging models are incremental on load_id: the night after a full build, a delta
+    extract (changed phones, bookings, visits, a new patient) is staged from the new loads only, and
+    then a re-delivered delta file supersedes one already staged. Each time the identity, care-gap and
+    outreach marts must equal what a ``dbt build --full-refresh`` builds from the same raw layer."""
+    from reactivation.generate import generate_extract
+    from reactivation.settings import get_settings
+    from reactivation.transform import run_dbt, run_dbt_build
+
+    monkeypatch.setenv("REACTIVATION_STATE_DIR", str(tmp_path / "state"))
+    get_settings.cache_clear()
+    extract = tmp_path / "extract"
+    expected = generate_extract(extract, patients=600, locations=2, seed=4242, as_of=AS_OF)
+    locations = [location["location_id"] for location in expected["locations"]]
+    for location in locations:
+        assert not load_path(warehouse, extract / location, fmt="csv", location=location, extract_date=AS_OF).totals[
+            "rejected"
+        ]
+    first = run_dbt_build(warehouse, as_of=AS_OF)
+    assert first["success"], first
+    before = _table_hashes(warehouse)
+
+    next_day = date(2026, 11, 2)
+    delta = tmp_path / "delta" / locations[0]
+    touched = _write_delta(extract / locations[0], delta, next_day)
+    loaded = load_path(warehouse, delta, fmt="csv", location=locations[0], extract_date=next_day)
+    assert loaded.totals["rows_loaded"] == 3 + 1 + len(touched["booked"]) + len(touched["visited"]), loaded.as_dict()
+
+    incremental = run_dbt_build(warehouse, as_of=next_day)
+    assert incremental["success"], incremental
+    results = json.loads((tmp_path / "state" / "dbt" / "target" / "run_results.json").read_text())["results"]
+    staged = {r["unique_id"].rsplit(".", 1)[1]: r["adapter_response"].get("rows_affected") for r in results}
+    assert staged["stg_emr__patients"] == 4  # the delta's rows only, not the whole extract again
+    after_delta = _table_hashes(warehouse)
+    assert after_delta["marts.persons"] != before["marts.persons"]  # the delta changed something downstream
+
+    process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day)
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert _table_hashes(warehouse) == after_delta
+
+    # A corrected re-delivery of the delta's appointments (same file, same extract date) supersedes the
+    # first one: its rows leave staging (a full rebuild of that model), and the marts follow.
+    with (delta / "appointments.csv").open(newline="", encoding="utf-8") as handle:
+        appointments = list(csv.DictReader(handle))
+    _write(delta, "appointments", appointments[:1])
+    redelivered = load_path(warehouse, delta, fmt="csv", location=locations[0], extract_date=next_day)
+    assert any(file.superseded for file in redelivered.files), redelivered.as_dict()
+    assert run_dbt_build(warehouse, as_of=next_day)["success"]
+    after_redelivery = _table_hashes(warehouse)
+    process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day)
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert _table_hashes(warehouse) == after_redelivery

@@ -22,11 +22,14 @@
     from {{ edges }}
 ),
 
+{#- Only nodes with an edge take part in the passes: every other node is its own
+    component (most patient records and most people), and leaving them out makes each
+    pass scale with the matches instead of with all records. -#}
 {{ output }}_pass_0 as (
-    select
+    select distinct
         node_id,
         node_id as component_id
-    from {{ nodes }}
+    from {{ output }}_edges
 ),
 {% for pass_number in range(1, passes + 1) %}
 {%- set previous = output ~ '_pass_' ~ (pass_number - 1) %}
@@ -59,8 +62,10 @@
 {% endfor %}
 {{ output }} as (
     select
-        node_id,
-        component_id
-    from {{ output }}_pass_{{ passes }}
+        {{ nodes }}.node_id,
+        coalesce({{ output }}_pass_{{ passes }}.component_id, {{ nodes }}.node_id) as component_id
+    from {{ nodes }}
+    left join {{ output }}_pass_{{ passes }}
+        on {{ nodes }}.node_id = {{ output }}_pass_{{ passes }}.node_id
 )
 {%- endmacro %}

@@ -64,7 +64,7 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     from reactivation.warehouse import warehouse_url
 
     with warehouse_url() as url:
-        result = run_dbt_build(url, as_of=args.as_of, select=args.select)
+        result = run_dbt_build(url, as_of=args.as_of, select=args.select, full_refresh=args.full_refresh)
     print(json.dumps(result, indent=2))
     return 0 if result["success"] else 1
 
@@ -171,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     transform = sub.add_parser("transform", help="build the dbt marts for an as-of date")
     transform.add_argument("--as-of", type=_as_of, required=True)
     transform.add_argument("--select", help="dbt node selection (default: everything)")
+    transform.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild incremental models (EMR staging) from the raw layer, e.g. after a staging model's columns "
+        "changed; the nightly eligibility history is kept",
+    )
     transform.set_defaults(func=_cmd_transform)
 
     batches = sub.add_parser("batches", help="review and decide outreach batches")

@@ -86,10 +86,16 @@ def run_dbt(
     return process, target
 
 
-def run_dbt_build(url: str, *, as_of: date, select: str | None = None, timeout: int = 3600) -> dict:
-    """``dbt build`` (seeds, models, tests) and a count-only summary from run_results.json."""
+def run_dbt_build(
+    url: str, *, as_of: date, select: str | None = None, full_refresh: bool = False, timeout: int = 3600
+) -> dict:
+    """``dbt build`` (seeds, models, tests) and a count-only summary from run_results.json.
+
+    ``full_refresh`` rebuilds incremental models from the raw layer (needed after a staging model's
+    columns change); the nightly eligibility history is exempt (``full_refresh=false`` in its config).
+    """
     started = time.monotonic()
-    args = ["build"] + (["--select", select] if select else [])
+    args = ["build"] + (["--select", select] if select else []) + (["--full-refresh"] if full_refresh else [])
     process, target = run_dbt(url, args, as_of=as_of, timeout=timeout)
     results_file = target / "run_results.json"
     statuses: dict[str, int] = {}

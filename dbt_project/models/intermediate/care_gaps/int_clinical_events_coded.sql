@@ -3,7 +3,14 @@
 -- e.g. ICD-10-CM E11 for every type 2 diabetes code) by the code's leading
 -- characters. Prefixes are matched with an equi-join on left(code, n), so the
 -- match stays a hash join however many events there are.
-with events as (
+-- Each match carries the event's columns straight away (no join back to the events by
+-- id), and the events are read once per kind of match: at 10M events the join back and
+-- the distinct over every match cost more than the matching itself.
+with events_for_exact_codes as (
+    select * from {{ ref('int_clinical_events_unioned') }}
+),
+
+events_for_prefix_codes as (
     select * from {{ ref('int_clinical_events_unioned') }}
 ),
 
@@ -51,56 +58,12 @@ prefix_lengths as (
     from prefix_codes
 ),
 
+-- One row per event and value set: exact_codes is distinct, so an event meets each
+-- value set at most once here.
 exact_matches as (
     select
         events.event_id,
-        exact_codes.value_set_id
-    from events
-    inner join exact_codes
-        on
-            events.code_system_key = exact_codes.code_system_key
-            and events.code_key = exact_codes.code_key
-),
-
-event_prefixes as (
-    select
-        events.event_id,
-        events.code_system_key,
-        prefix_lengths.prefix_length,
-        left(events.code_key, prefix_lengths.prefix_length) as code_prefix
-    from events
-    inner join prefix_lengths
-        on events.code_system_key = prefix_lengths.code_system_key
-),
-
-prefix_matches as (
-    select
-        event_prefixes.event_id,
-        prefix_codes.value_set_id
-    from event_prefixes
-    inner join prefix_codes
-        on
-            event_prefixes.code_system_key = prefix_codes.code_system_key
-            and event_prefixes.prefix_length = prefix_codes.prefix_length
-            and event_prefixes.code_prefix = prefix_codes.code_key
-),
-
-matches as (
-    select
-        event_id,
-        value_set_id
-    from exact_matches
-    union
-    select
-        event_id,
-        value_set_id
-    from prefix_matches
-),
-
-final as (
-    select
-        events.event_id,
-        matches.value_set_id,
+        exact_codes.value_set_id,
         events.event_kind,
         events.person_id,
         events.event_date,
@@ -109,9 +72,55 @@ final as (
         events.code,
         events.value_numeric,
         events.location_id
-    from matches
-    inner join events
-        on matches.event_id = events.event_id
+    from events_for_exact_codes as events
+    inner join exact_codes
+        on
+            events.code_system_key = exact_codes.code_system_key
+            and events.code_key = exact_codes.code_key
+),
+
+event_prefixes as (
+    select
+        events.*,
+        left(events.code_key, prefix_lengths.prefix_length) as code_prefix,
+        prefix_lengths.prefix_length
+    from events_for_prefix_codes as events
+    inner join prefix_lengths
+        on events.code_system_key = prefix_lengths.code_system_key
+),
+
+-- An event may meet one value set through two prefixes (E11 and E119), or through a
+-- prefix and an exact code: distinct, and nothing exact_matches already has.
+prefix_matches as (
+    select distinct
+        event_prefixes.event_id,
+        prefix_codes.value_set_id,
+        event_prefixes.event_kind,
+        event_prefixes.person_id,
+        event_prefixes.event_date,
+        event_prefixes.active_until,
+        event_prefixes.code_system,
+        event_prefixes.code,
+        event_prefixes.value_numeric,
+        event_prefixes.location_id
+    from event_prefixes
+    inner join prefix_codes
+        on
+            event_prefixes.code_system_key = prefix_codes.code_system_key
+            and event_prefixes.prefix_length = prefix_codes.prefix_length
+            and event_prefixes.code_prefix = prefix_codes.code_key
+    left join exact_codes
+        on
+            prefix_codes.value_set_id = exact_codes.value_set_id
+            and event_prefixes.code_system_key = exact_codes.code_system_key
+            and event_prefixes.code_key = exact_codes.code_key
+    where exact_codes.value_set_id is null
+),
+
+final as (
+    select * from exact_matches
+    union all
+    select * from prefix_matches
 )
 
 select * from final

@@ -1,7 +1,6 @@
 {#- A key shared by more people than this is not a household: a care home's address,
     a clinic's front-desk phone, a shelter. Such keys link nobody. -#}
 {%- set max_people = {'address': 12, 'phone': 8, 'account': 20} -%}
-{{ config(post_hook="{{ identity_analyze(this) }}") }}
 
 -- The links that put two people in one household: a shared normalised address line
 -- and postal code, a shared valid phone, a shared source account (household_key,

@@ -1,4 +1,3 @@
-{{ config(post_hook="{{ identity_analyze(this) }}") }}
 -- One row per person with the household they belong to, for household-level contact
 -- caps: the connected components of int_household_links (people linked directly or
 -- through others), found by bounded label propagation (identity_connected_components);

@@ -1,4 +1,3 @@
-{{ config(post_hook="{{ identity_analyze(this) }}") }}
 -- Which pairs of distinct normalised names may be the same name: a known nickname
 -- (bob/robert, and two nicknames of one formal name: bill/will), or one edit apart.
 --

@@ -1,4 +1,3 @@
-{{ config(post_hook="{{ identity_analyze(this) }}") }}
 -- When each source patient record was last seen: persons reads it to rank a person's
 -- records by recency (the practice that saw the patient last holds the freshest
 -- contact details). Aggregated on its own, in one pass over the staging view.

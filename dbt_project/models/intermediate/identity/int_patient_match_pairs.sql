@@ -15,7 +15,6 @@
 {%- set match_threshold = 10.0 -%}
 {%- set review_threshold = 8.0 -%}
 {%- set max_block_size = 50 -%}
-{{ config(post_hook="{{ identity_analyze(this) }}") }}
 
 -- Candidate pairs of patient records, the evidence for and against each being one
 -- person, a score and a decision.

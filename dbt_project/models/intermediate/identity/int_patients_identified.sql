@@ -1,4 +1,3 @@
-{{ config(post_hook="{{ identity_analyze(this) }}") }}
 -- Interface (kept stable for care gaps and outreach): one row per staged patient
 -- record with the person it belongs to, and the rule, score and evidence of the
 -- strongest match that put it there.

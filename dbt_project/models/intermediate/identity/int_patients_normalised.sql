@@ -1,4 +1,3 @@
-{{ config(post_hook="{{ identity_analyze(this) }}") }}
 -- One row per staged patient record with the attributes identity matching compares,
 -- normalised once: names folded to ASCII letters, email lower-cased, address line in
 -- USPS-style abbreviations, postal code to five digits. Only valid phones and emails

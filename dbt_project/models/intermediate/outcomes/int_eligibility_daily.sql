@@ -4,6 +4,7 @@
         unique_key='as_of',
         incremental_strategy='delete+insert',
         full_refresh=false,
+        unlogged=false,
         on_schema_change='append_new_columns',
         post_hook=[
             "create index if not exists int_eligibility_daily_as_of_idx
@@ -17,7 +18,8 @@
 -- behind the person's higher-priority gap. Marts are rebuilt each night as of
 -- that date, so this is the only place yesterday's eligibility survives: each
 -- run replaces its own as-of date and keeps every other (full_refresh=false, so
--- a --full-refresh cannot wipe the history).
+-- a --full-refresh cannot wipe the history). It is WAL-logged (unlogged=false), unlike
+-- the rest of the intermediate layer: this history exists nowhere else.
 with care_gaps as (
     select * from {{ ref('care_gaps') }}
 ),

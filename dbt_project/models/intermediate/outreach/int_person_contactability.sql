@@ -47,7 +47,8 @@ preferences_by_person as (
         *,
         row_number() over (
             partition by person_id, channel
-            order by effective_date desc, recorded_at desc
+            -- On a tie (two records of one person, same day, same extract) the opt-out wins.
+            order by effective_date desc, recorded_at desc, (status = 'opt_out') desc
         ) as recency_rank
     from all_preferences
 ),

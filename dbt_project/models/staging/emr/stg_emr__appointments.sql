@@ -1,5 +1,6 @@
+{{ config(unique_key='appointment_key') }}
 with current_rows as (
-    {{ current_extract_rows('appointments', ['appointment_id']) }}
+    {{ current_extract_rows('appointments', ['appointment_id'], key_name='appointment_key') }}
 ),
 
 renamed as (

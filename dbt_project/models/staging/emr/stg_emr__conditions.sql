@@ -1,5 +1,6 @@
+{{ config(unique_key='condition_key') }}
 with current_rows as (
-    {{ current_extract_rows('conditions', ['patient_id', 'code', 'onset_date']) }}
+    {{ current_extract_rows('conditions', ['patient_id', 'code', 'onset_date'], key_name='condition_key') }}
 ),
 
 renamed as (

@@ -1,5 +1,8 @@
+{{ config(unique_key='contact_preference_key') }}
 with current_rows as (
-    {{ current_extract_rows('contact_preferences', ['patient_id', 'channel', 'effective_date']) }}
+    {{ current_extract_rows(
+        'contact_preferences', ['patient_id', 'channel', 'effective_date'], key_name='contact_preference_key'
+    ) }}
 ),
 
 renamed as (

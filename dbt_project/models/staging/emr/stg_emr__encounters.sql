@@ -1,5 +1,6 @@
+{{ config(unique_key='encounter_key') }}
 with current_rows as (
-    {{ current_extract_rows('encounters', ['encounter_id']) }}
+    {{ current_extract_rows('encounters', ['encounter_id'], key_name='encounter_key') }}
 ),
 
 renamed as (

@@ -1,5 +1,6 @@
+{{ config(unique_key='hold_key') }}
 with current_rows as (
-    {{ current_extract_rows('holds', ['patient_id', 'hold_type', 'start_date']) }}
+    {{ current_extract_rows('holds', ['patient_id', 'hold_type', 'start_date'], key_name='hold_key') }}
 ),
 
 renamed as (

@@ -1,5 +1,6 @@
+{{ config(unique_key='location_key') }}
 with current_rows as (
-    {{ current_extract_rows('locations', ['location_id']) }}
+    {{ current_extract_rows('locations', ['location_id'], key_name='location_key') }}
 ),
 
 renamed as (

@@ -1,5 +1,6 @@
+{{ config(unique_key='observation_key') }}
 with current_rows as (
-    {{ current_extract_rows('observations', ['patient_id', 'code', 'observed_at']) }}
+    {{ current_extract_rows('observations', ['patient_id', 'code', 'observed_at'], key_name='observation_key') }}
 ),
 
 renamed as (

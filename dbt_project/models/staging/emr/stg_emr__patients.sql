@@ -1,5 +1,6 @@
+{{ config(unique_key='patient_key') }}
 with current_rows as (
-    {{ current_extract_rows('patients', ['patient_id']) }}
+    {{ current_extract_rows('patients', ['patient_id'], key_name='patient_key') }}
 ),
 
 renamed as (

@@ -1,5 +1,6 @@
+{{ config(unique_key='procedure_key') }}
 with current_rows as (
-    {{ current_extract_rows('procedures', ['patient_id', 'code', 'performed_at']) }}
+    {{ current_extract_rows('procedures', ['patient_id', 'code', 'performed_at'], key_name='procedure_key') }}
 ),
 
 renamed as (

@@ -1,5 +1,6 @@
+{{ config(unique_key='provider_key') }}
 with current_rows as (
-    {{ current_extract_rows('providers', ['provider_id']) }}
+    {{ current_extract_rows('providers', ['provider_id'], key_name='provider_key') }}
 ),
 
 renamed as (

@@ -1,5 +1,6 @@
+{{ config(unique_key='recall_key') }}
 with current_rows as (
-    {{ current_extract_rows('recalls', ['patient_id', 'recall_type', 'due_date']) }}
+    {{ current_extract_rows('recalls', ['patient_id', 'recall_type', 'due_date'], key_name='recall_key') }}
 ),
 
 renamed as (

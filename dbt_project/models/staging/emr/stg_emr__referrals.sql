@@ -1,5 +1,6 @@
+{{ config(unique_key='referral_key') }}
 with current_rows as (
-    {{ current_extract_rows('referrals', ['referral_id']) }}
+    {{ current_extract_rows('referrals', ['referral_id'], key_name='referral_key') }}
 ),
 
 renamed as (

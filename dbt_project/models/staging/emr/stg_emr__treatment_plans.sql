@@ -1,5 +1,6 @@
+{{ config(unique_key='treatment_plan_key') }}
 with current_rows as (
-    {{ current_extract_rows('treatment_plans', ['plan_id']) }}
+    {{ current_extract_rows('treatment_plans', ['plan_id'], key_name='treatment_plan_key') }}
 ),
 
 renamed as (
