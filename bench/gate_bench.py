@@ -23,7 +23,11 @@ budgeted at 2 minutes there).
 two outreach marts in SQL (a quarter of the reachable people as candidates): use it
 when the care-gap models are too slow to wait for; the gate's work is the same.
 
-Uses ``WAREHOUSE_URL`` when set (a fresh database is created next to it and
+``--existing URL --as-of DATE`` times the two sides on a warehouse already loaded and built
+for that as-of date (for example the one bench/dbt_bench.py leaves behind), preparing nothing;
+the gate's results rows are written there, tagged ``bench-N``.
+
+Otherwise uses ``WAREHOUSE_URL`` when set (a fresh database is created next to it and
 dropped at the end unless ``--keep``), else an embedded server under
 ``.state/bench/gate``.
 """
@@ -86,11 +90,11 @@ def run_hand_sql(url: str, params) -> tuple[float, set[str]]:
     return time.monotonic() - started, {f"{suite}:{name}" for suite, name, failing in rows if failing}
 
 
-def run_gate(url: str, state_dir: Path, run: int) -> tuple[float, set[str], dict]:
+def run_gate(url: str, state_dir: Path, run: int, as_of: date = AS_OF) -> tuple[float, set[str], dict]:
     from reactivation.quality.gate import run_gate_check
 
     started = time.monotonic()
-    decision = run_gate_check(url, as_of=AS_OF, dag_run_id=f"bench-{run}", state_dir=state_dir)
+    decision = run_gate_check(url, as_of=as_of, dag_run_id=f"bench-{run}", state_dir=state_dir)
     seconds = time.monotonic() - started
     failed = {f"{f.suite}:{f.expectation}" for f in decision.expectations if not f.success}
     return seconds, failed, decision.timings
@@ -168,7 +172,7 @@ def prepare(url: str, args, work: Path) -> dict[str, float]:
     extract = work / "extract"
     started = time.monotonic()
     generate_extract(
-        extract, patients=args.patients, locations=args.locations, seed=args.seed, as_of=AS_OF, overwrite=True
+        extract, patients=args.patients, locations=args.locations, seed=args.seed, as_of=args.as_of, overwrite=True
     )
     timings["generate"] = time.monotonic() - started
     started = time.monotonic()
@@ -177,13 +181,13 @@ def prepare(url: str, args, work: Path) -> dict[str, float]:
     timings["load"] = time.monotonic() - started
     started = time.monotonic()
     if args.marts == "dbt":
-        built = run_dbt_build(url, as_of=AS_OF)
+        built = run_dbt_build(url, as_of=args.as_of)
         if not built["success"]:
             raise SystemExit(f"dbt build failed: {built['failures']}")
     else:
         # Only what the gate reads besides the outreach marts; tests of models left out are left out too.
         selection = ["--select", "path:models/staging +persons +person_sources", "--indirect-selection", "cautious"]
-        process, _ = run_dbt(url, ["build", *selection], as_of=AS_OF)
+        process, _ = run_dbt(url, ["build", *selection], as_of=args.as_of)
         if process.returncode != 0:
             raise SystemExit("dbt build failed:\n" + "\n".join(process.stdout.splitlines()[-15:]))
     timings["dbt build"] = time.monotonic() - started
@@ -193,10 +197,39 @@ def prepare(url: str, args, work: Path) -> dict[str, float]:
         started = time.monotonic()
         with psycopg.connect(url) as conn:
             # Several statements in one simple-protocol call: the date goes in as a literal.
-            conn.execute(SYNTHETIC_MARTS.replace(":as_of", f"'{AS_OF.isoformat()}'"))
+            conn.execute(SYNTHETIC_MARTS.replace(":as_of", f"'{args.as_of.isoformat()}'"))
         timings["marts"] = time.monotonic() - started
     shutil.rmtree(extract, ignore_errors=True)
     return timings
+
+
+def compare(url: str, args: argparse.Namespace, work: Path) -> int:
+    """Time the gate and the hand-written SQL on one built warehouse; 1 when they disagree on what fails."""
+    from reactivation.quality.gate import run_parameters
+
+    params = run_parameters(args.as_of)
+    run_hand_sql(url, params)  # untimed: both sides then start from the same warm buffer cache
+    cold, gate_failed, _ = run_gate(url, work / "state", 0, args.as_of)
+    gate_runs, hand_runs, breakdowns = [], [], []
+    hand_failed: set[str] = set()
+    for run in range(1, args.repeat + 1):
+        seconds, hand_failed = run_hand_sql(url, params)
+        hand_runs.append(seconds)
+        seconds, gate_failed, timings = run_gate(url, work / "state", run, args.as_of)
+        gate_runs.append(seconds)
+        breakdowns.append(timings)
+    gate, hand = min(gate_runs), min(hand_runs)
+    print(f"gate (first call in the process, imports GX) {cold:8.2f} s")
+    print(f"gate (warm, best of {args.repeat})                       {gate:8.2f} s")
+    best = breakdowns[gate_runs.index(gate)]
+    print("  of which: " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in best.items()))
+    print(f"hand-written SQL (best of {args.repeat})                 {hand:8.2f} s")
+    print(f"ratio gate / hand SQL: warm {gate / hand:.2f}x, first call {cold / hand:.2f}x (target <= 3x)")
+    agree = gate_failed == hand_failed
+    print(f"same checks fail on both sides: {'yes' if agree else 'NO'} ({', '.join(sorted(gate_failed)) or 'none'})")
+    if not agree:
+        print(f"  only gate: {sorted(gate_failed - hand_failed)}; only SQL: {sorted(hand_failed - gate_failed)}")
+    return 0 if agree else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         "too slow to wait for",
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument("--existing", metavar="URL", help="a warehouse already loaded and built: time only")
+    parser.add_argument("--as-of", type=date.fromisoformat, default=AS_OF, help="the built as-of date")
     args = parser.parse_args(argv)
 
     import psycopg
@@ -225,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     from reactivation.settings import get_settings
 
     get_settings.cache_clear()
+    if args.existing:
+        return compare(args.existing, args, work)
     server = None
     base = os.environ.get("WAREHOUSE_URL")
     if not base:
@@ -243,33 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         timings = prepare(url, args, work)
         for step, seconds in timings.items():
             print(f"  {step:<10} {seconds:8.1f} s")
-        from reactivation.quality.gate import run_parameters
-
-        params = run_parameters(AS_OF)
-        run_hand_sql(url, params)  # untimed: both sides then start from the same warm buffer cache
-        cold, gate_failed, _ = run_gate(url, work / "state", 0)
-        gate_runs, hand_runs, breakdowns = [], [], []
-        hand_failed: set[str] = set()
-        for run in range(1, args.repeat + 1):
-            seconds, hand_failed = run_hand_sql(url, params)
-            hand_runs.append(seconds)
-            seconds, gate_failed, timings = run_gate(url, work / "state", run)
-            gate_runs.append(seconds)
-            breakdowns.append(timings)
-        gate, hand = min(gate_runs), min(hand_runs)
-        print(f"gate (first call in the process, imports GX) {cold:8.2f} s")
-        print(f"gate (warm, best of {args.repeat})                       {gate:8.2f} s")
-        best = breakdowns[gate_runs.index(gate)]
-        print("  of which: " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in best.items()))
-        print(f"hand-written SQL (best of {args.repeat})                 {hand:8.2f} s")
-        print(f"ratio gate / hand SQL: warm {gate / hand:.2f}x, first call {cold / hand:.2f}x (target <= 3x)")
-        agree = gate_failed == hand_failed
-        print(
-            f"same checks fail on both sides: {'yes' if agree else 'NO'} ({', '.join(sorted(gate_failed)) or 'none'})"
-        )
-        if not agree:
-            print(f"  only gate: {sorted(gate_failed - hand_failed)}; only SQL: {sorted(hand_failed - gate_failed)}")
-        return 0 if agree else 1
+        return compare(url, args, work)
     finally:
         if not args.keep:
             with psycopg.connect(admin, autocommit=True) as conn:

@@ -16,6 +16,7 @@ import csv
 import hashlib
 import http.server
 import json
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from typing import ClassVar
 
 import psycopg
 import pytest
+from nightly_setup import write_sources
 
 from reactivation.settings import get_settings
 
@@ -138,14 +140,18 @@ def _staging_is_built(conn: psycopg.Connection) -> bool:
 
 
 def _mutate(url: str, *fixtures: Callable):
-    """Apply fixtures to the raw extract; rebuild staging (as the nightly dbt build would) when it is not a view."""
+    """Apply fixtures to the raw extract; rebuild staging (as the nightly dbt build would) when it is not a view.
+
+    The fixtures rewrite rows already loaded, which no delivery can do (a corrected file is a new load),
+    so incremental staging models are rebuilt in full to see them.
+    """
     with psycopg.connect(url) as conn:
         scopes = [fixture(conn) for fixture in fixtures]
         rebuild = any(getattr(f, "reads_staging", False) for f in fixtures) and _staging_is_built(conn)
     if rebuild:
         from reactivation.transform import run_dbt
 
-        process, _ = run_dbt(url, ["run", "--select", "path:models/staging"], as_of=AS_OF)
+        process, _ = run_dbt(url, ["run", "--select", "path:models/staging", "--full-refresh"], as_of=AS_OF)
         assert process.returncode == 0, process.stdout[-2000:]
     return scopes[-1]
 
@@ -210,17 +216,17 @@ def visit_in_future(conn: psycopg.Connection) -> str:
 
 @_reads_staging
 def birth_after_visit(conn: psycopg.Connection) -> str:
-    encounters, patients = _latest_load(conn, "nebraska", "encounters"), _latest_load(conn, "nebraska", "patients")
+    encounters, patients = _latest_load(conn, "loc_02", "encounters"), _latest_load(conn, "loc_02", "patients")
     patient_id, visit = conn.execute(
         """select patient_id, min(encounter_date) from raw.encounters where load_id = %s
-           group by patient_id having min(encounter_date) < '2015-01-01' order by patient_id limit 1""",
-        (encounters,),
+           group by patient_id having min(encounter_date) < %s order by patient_id limit 1""",
+        (encounters, AS_OF - timedelta(days=365)),
     ).fetchone()
     conn.execute(
         "update raw.patients set birth_date = %s where load_id = %s and patient_id = %s",
         (visit.date() + timedelta(days=60), patients, patient_id),
     )
-    return "nebraska"
+    return "loc_02"
 
 
 def born_after_as_of(conn: psycopg.Connection) -> str:
@@ -336,7 +342,7 @@ def check_cannot_run(conn: psycopg.Connection) -> None:
 
 CRITICAL_FIXTURES: list[tuple[Callable, str, str]] = [
     (duplicate_patient_key, "patients_keys_unique", "key(s) on more than one row"),
-    (_duplicate_key("encounters", "nebraska"), "encounters_keys_unique", "key(s) on more than one row"),
+    (_duplicate_key("encounters", "loc_02"), "encounters_keys_unique", "key(s) on more than one row"),
     (_duplicate_key("appointments", "loc_02"), "appointments_keys_unique", "key(s) on more than one row"),
     (
         _duplicate_key("contact_preferences", "loc_01"),
@@ -722,14 +728,7 @@ def night_with_a_bad_location() -> Iterator[dict]:
     fields = lines[1].split(",")
     fields[2] = f"{AS_OF + timedelta(days=45)}T10:00:00"
     encounters.write_text(lines[0] + ",".join(fields) + "".join(lines[2:]))
-    sources = tmp / "sources.yml"
-    sources.write_text(
-        "sources:\n"
-        + "".join(
-            f"  - name: {loc}\n    format: csv\n    path: {generated / loc}\n    location: {loc}\n"
-            for loc in ("loc_01", "loc_02")
-        )
-    )
+    sources = write_sources(tmp / "sources.yml", {loc: generated / loc for loc in ("loc_01", "loc_02")})
     env["REACTIVATION_SOURCES"] = str(sources)
     nightly = run(["run", "--as-of", str(AS_OF)])
 
@@ -789,3 +788,112 @@ def test_nightly_run_sends_where_the_extract_is_clean(night_with_a_bad_location)
     loc_02 = [b for b in night["batches"] if b[0] == "loc_02"]
     assert loc_02 and not any(status == "blocked" for _, status, _ in loc_02)
     assert night["sends"].get("loc_02", 0) > 0, "a clean extract passes the gate and its messages go out"
+
+
+# -- end to end, once per critical expectation: the nightly DAG blocks and sends nothing in scope ----
+
+
+@pytest.fixture(scope="module")
+def dag_state(clean_template: dict) -> Iterator[dict]:
+    """One Airflow home for this module's DAG runs, and sources that name the template's own files.
+
+    Ingest then finds every file already loaded (a no-op), so the violation applied to the warehouse
+    copy is what the rest of the night sees.
+    """
+    import shutil
+
+    tmp = ROOT / ".state" / "tmp" / f"gate-dag-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    sources = tmp / "sources.yml"
+    generated = clean_template["generated"]
+    sources.write_text(
+        f"sources:\n  - name: nebraska\n    format: synthea\n    path: {SYNTHEA}\n    location: nebraska\n"
+        + "".join(
+            f"  - name: {loc}\n    format: csv\n    path: {generated / loc}\n    location: {loc}\n"
+            for loc in ("loc_01", "loc_02")
+        )
+    )
+    yield {"state": tmp / "state", "sources": sources}
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_night(url: str, dag_state: dict, *, mark_success: str) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "WAREHOUSE_URL", "REACTIVATION_"))}
+    env |= {
+        "WAREHOUSE_URL": url,
+        "REACTIVATION_STATE_DIR": str(dag_state["state"]),
+        "REACTIVATION_SOURCES": str(dag_state["sources"]),
+    }
+    code = (
+        "import sys; from datetime import date; from reactivation.nightly_run import run_nightly; "
+        f"sys.exit(run_nightly(as_of=date.fromisoformat('{AS_OF}'), mark_success={mark_success!r}, timeout=900))"
+    )
+    # subprocess.run kills the child on timeout: a stuck Airflow run must not eat CI's time.
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1000, cwd=ROOT)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("fixture", "expectation", "words"), CRITICAL_FIXTURES, ids=lambda v: getattr(v, "__name__", None)
+)
+def test_nightly_dag_blocks_and_sends_nothing_in_scope(
+    clean_template: dict,
+    embedded_server: str,
+    dag_state: dict,
+    monkeypatch,
+    fixture: Callable,
+    expectation: str,
+    words: str,
+) -> None:
+    """A full nightly DAG run on a warehouse that violates one critical expectation.
+
+    The transform task is marked done without running (Airflow's --mark-success-pattern), as when an
+    operator marks a stuck build successful: the violation then reaches the gate exactly as applied,
+    including the ones a correct dbt build would have repaired (a candidate who opted out after the
+    marts were built) or cannot produce (marts left from another night). The realistic path, dbt
+    included, is the test above with a bad location's extract.
+    """
+    name = f"qg_dag_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(embedded_server, autocommit=True) as conn:
+        conn.execute(f'create database "{name}" template "{clean_template["name"]}"')
+    url = f"{embedded_server.rpartition('/')[0]}/{name}"
+    monkeypatch.setenv("REACTIVATION_STATE_DIR", str(dag_state["state"]))  # dbt's target folder for _mutate
+    get_settings.cache_clear()
+    try:
+        location = _mutate(url, fixture)
+        night = _run_night(url, dag_state, mark_success="^transform$")
+        assert night.returncode == 0, night.stdout[-3000:] + night.stderr[-3000:]
+        with psycopg.connect(url) as conn:
+            gate_status, summary = conn.execute(
+                "select status, summary from ops.stage_results where stage = 'quality_gate'"
+            ).fetchone()
+            batches = conn.execute(
+                "select location_id, status, coalesce(blocked_reasons::text, '') from ops.batches"
+            ).fetchall()
+            sends = dict(
+                conn.execute(
+                    """select location_id, count(*) from ops.outbox
+                       where provider_message_id is not null or state in ('sending', 'accepted', 'unknown')
+                       group by location_id"""
+                ).fetchall()
+            )
+    finally:
+        with psycopg.connect(embedded_server, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+    assert gate_status == "blocked"
+    in_scope = [b for b in batches if location is None or b[0] == location]
+    assert in_scope, ("planning writes tonight's batches in the blocked scope", night.stdout[-3000:])
+    for _, status, reasons in in_scope:
+        assert status == "blocked" and expectation in reasons and words in reasons, (status, reasons)
+    if location is None:
+        assert summary["global_blocked"] and sum(sends.values()) == 0, sends
+    else:
+        assert summary["blocked_locations"] == [location]
+        assert sends.get(location, 0) == 0, "nothing is sent where the gate blocked"
+        others = [b for b in batches if b[0] != location]
+        assert others and not any(status == "blocked" for _, status, _ in others)
+        assert sum(sends.values()) > 0, "the locations the gate did not block still send"

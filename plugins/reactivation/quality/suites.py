@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,20 @@ def _latest_files(entity: str, *, manifest: str = "raw.load_manifest") -> str:
             ) as ranked
             where ranked.recency = 1
         )"""
+
+
+def _rows_in_latest_file(entity: str, condition: str, *, join: str = "") -> str:
+    """Per location, how many rows of its latest ``entity`` file (``records``) meet ``condition``."""
+    latest_files = textwrap.dedent(_latest_files(entity)).strip()
+    join_lines = "".join(f"\n{line}" for line in textwrap.dedent(join).strip("\n").splitlines())
+    return (
+        f"with {latest_files}\n\n"
+        "select latest_files.location_id, count(*) as observed\n"
+        "from {batch} as records\n"
+        f"inner join latest_files on records.load_id = latest_files.load_id{join_lines}\n"
+        f"where {condition}\n"
+        "group by latest_files.location_id\n"
+    )
 
 
 def _unique_keys(entity: str, label: str, keys: tuple[str, ...]) -> Check:
@@ -327,15 +342,7 @@ PATIENTS = Suite(
             "critical",
             "location",
             "the latest patients extract has {observed} birth date(s) after the run date",
-            f"""
-            with {_latest_files("patients").strip()}
-
-            select latest_files.location_id, count(*) as observed
-            from {{batch}} as records
-            inner join latest_files on records.load_id = latest_files.load_id
-            where records.birth_date > {AS_OF}
-            group by latest_files.location_id
-            """,
+            _rows_in_latest_file("patients", f"records.birth_date > {AS_OF}"),
         ),
         _valid_share("phone", "phone_is_valid", "phone numbers", 80),
         _valid_share("email", "email_is_valid", "email addresses", 80),
@@ -381,15 +388,7 @@ ENCOUNTERS = Suite(
             "critical",
             "location",
             "the latest encounters extract has {observed} visit(s) dated after the run date",
-            f"""
-            with {_latest_files("encounters").strip()}
-
-            select latest_files.location_id, count(*) as observed
-            from {{batch}} as records
-            inner join latest_files on records.load_id = latest_files.load_id
-            where cast(records.encounter_date as date) > {AS_OF} + 1
-            group by latest_files.location_id
-            """,
+            _rows_in_latest_file("encounters", f"cast(records.encounter_date as date) > {AS_OF} + 1"),
         ),
         Check.sql(
             "encounters_after_birth",
@@ -398,20 +397,17 @@ ENCOUNTERS = Suite(
             "critical",
             "location",
             "the latest encounters extract has {observed} visit(s) dated before the patient was born",
-            f"""
-            with {_latest_files("encounters").strip()}
-
-            select latest_files.location_id, count(*) as observed
-            from {{batch}} as records
-            inner join latest_files on records.load_id = latest_files.load_id
-            inner join staging.stg_emr__patients as patients
-                on
-                    records.source_system = patients.source_system
-                    and records.location_id_loaded = patients.source_location_id
-                    and records.patient_id = patients.patient_id
-            where cast(records.encounter_date as date) < patients.birth_date - 1
-            group by latest_files.location_id
-            """,
+            _rows_in_latest_file(
+                "encounters",
+                "cast(records.encounter_date as date) < patients.birth_date - 1",
+                join="""
+                inner join staging.stg_emr__patients as patients
+                    on
+                        records.source_system = patients.source_system
+                        and records.location_id_loaded = patients.source_location_id
+                        and records.patient_id = patients.patient_id
+                """,
+            ),
         ),
     ),
 )
@@ -428,15 +424,7 @@ APPOINTMENTS = Suite(
             "warning",
             "location",
             "the latest appointments extract has {observed} appointment(s) more than two years ahead",
-            f"""
-            with {_latest_files("appointments").strip()}
-
-            select latest_files.location_id, count(*) as observed
-            from {{batch}} as records
-            inner join latest_files on records.load_id = latest_files.load_id
-            where cast(records.scheduled_at as date) > {AS_OF} + 730
-            group by latest_files.location_id
-            """,
+            _rows_in_latest_file("appointments", f"cast(records.scheduled_at as date) > {AS_OF} + 730"),
         ),
     ),
 )
@@ -452,15 +440,7 @@ CONTACT_PREFERENCES = Suite(
             "warning",
             "location",
             "the latest contact preferences extract has {observed} preference(s) dated after the run date",
-            f"""
-            with {_latest_files("contact_preferences").strip()}
-
-            select latest_files.location_id, count(*) as observed
-            from {{batch}} as records
-            inner join latest_files on records.load_id = latest_files.load_id
-            where records.effective_date > {AS_OF}
-            group by latest_files.location_id
-            """,
+            _rows_in_latest_file("contact_preferences", f"records.effective_date > {AS_OF}"),
         ),
     ),
 )
