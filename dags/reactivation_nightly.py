@@ -25,7 +25,7 @@ import os
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import dag, task
 
 # `reactivation run` sets retries to 0: under `airflow dags test` a retry waits out its delay.
@@ -36,6 +36,8 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
 }
 RUN = {"as_of": "{{ ds }}", "dag_run_id": "{{ run_id }}"}
+# How long batches wait for a person; with no answer Airflow applies the default (Reject) and they expire.
+APPROVAL_TIMEOUT = pendulum.duration(minutes=float(os.environ.get("REACTIVATION_APPROVAL_TIMEOUT_MINUTES", "360")))
 
 
 @dag(
@@ -76,25 +78,26 @@ def reactivation_nightly():
     def needs_approval(plan: dict) -> str:
         return "approve_batches" if plan["awaiting_approval"] else "sendable_batches"
 
-    approve_batches = ApprovalOperator(
+    # A plain HITLOperator rather than ApprovalOperator: on Reject the latter skips its downstream task and
+    # pushes no result, so the person's rejection could not be recorded in their name.
+    approve_batches = HITLOperator(
         task_id="approve_batches",
+        options=["Approve", "Reject"],
         subject="Approve tonight's outreach batches",
         body=(
             "Batches awaiting approval: {{ ti.xcom_pull(task_ids='plan_outreach')['awaiting_approval'] | join(', ') }}."
             " Review each with `reactivation batches show BATCH_ID`."
         ),
         defaults="Reject",
-        response_timeout=pendulum.duration(hours=6),
+        response_timeout=APPROVAL_TIMEOUT,
         retries=0,
     )
 
     @task
-    def record_approval(as_of: str, **context) -> dict:
-        from reactivation.outreach import stage
+    def record_decision(as_of: str, **context) -> dict:
+        from reactivation.outreach.approval import record_hitl_response
 
-        response = context["ti"].xcom_pull(task_ids="approve_batches") or {}
-        who = str(response.get("responded_by_user") or "airflow-approval")
-        return stage.decide(as_of=as_of, decision="approve", decided_by=f"hitl:{who}")
+        return record_hitl_response(as_of=as_of, response=context["ti"].xcom_pull(task_ids="approve_batches"))
 
     @task(trigger_rule="none_failed_min_one_success")
     def sendable_batches(as_of: str) -> list[str]:
@@ -109,12 +112,10 @@ def reactivation_nightly():
         return stage.send(batch_id=batch_id)
 
     @task(trigger_rule="all_done")
-    def close_night(as_of: str, dag_run_id: str, **context) -> dict:
+    def close_night(as_of: str, dag_run_id: str) -> dict:
         from reactivation.outreach import stage
 
-        response = context["ti"].xcom_pull(task_ids="approve_batches") or {}
-        rejected_by = response.get("responded_by_user") if response.get("chosen_options") == ["Reject"] else None
-        return stage.close(as_of=as_of, dag_run_id=dag_run_id, rejected_by=rejected_by)
+        return stage.close(as_of=as_of, dag_run_id=dag_run_id)
 
     @task(trigger_rule="all_done")
     def report(as_of: str, dag_run_id: str) -> dict:
@@ -127,18 +128,19 @@ def reactivation_nightly():
     gate = quality_gate(**RUN)
     plan = plan_outreach(**RUN)
     branch = needs_approval(plan)
-    approved = record_approval(as_of="{{ ds }}")
+    decided = record_decision(as_of="{{ ds }}")
     sendable = sendable_batches(as_of="{{ ds }}")
     sent = send.expand(batch_id=sendable)
     closed = close_night(**RUN)
 
     loaded >> built >> gate >> plan
     branch >> [approve_batches, sendable]
-    approve_batches >> approved >> sendable
+    approve_batches >> decided >> sendable
     # The run fails when any stage failed, even though close_night and report always run.
     done = EmptyOperator(task_id="night_complete")
     sent >> closed >> report(**RUN)
-    [closed, gate] >> done
+    # sendable_batches is downstream of planning and of the approval decision: a failure there fails the run.
+    [closed, gate, sendable] >> done
 
 
 reactivation_nightly()

@@ -12,7 +12,7 @@ from outreach_fixtures import Person, build_warehouse
 from reactivation.outreach.approval import BatchDecisionError, decide_batches, show_batch
 from reactivation.outreach.config import OutreachConfigError, load_config, parse_config
 from reactivation.outreach.planning import plan_outreach
-from reactivation.outreach.sending import next_window_start
+from reactivation.outreach.sending import defer_until, next_window_start
 
 AS_OF = date(2026, 11, 2)
 
@@ -112,6 +112,20 @@ def test_global_block_blocks_everything(warehouse: str) -> None:
     summary = _plan(warehouse, blocked_global=["duplicate patient keys in staging"])
     assert summary.batch_status == {"blocked": 2}
     assert _outbox(warehouse) == []
+    with psycopg.connect(warehouse) as conn:
+        written = conn.execute("select (select count(*) from ops.episodes), (select count(*) from ops.holdout)")
+        assert written.fetchone() == (0, 0), "untrusted marts start no episode and assign no holdout arm"
+
+
+def test_global_block_plans_blocked_batches_even_when_a_mart_is_missing(warehouse: str) -> None:
+    build_warehouse(warehouse, [Person("p1", location_id="loc_a")])
+    with psycopg.connect(warehouse) as conn:
+        conn.execute("drop table marts.outreach_suppressions")
+    summary = _plan(warehouse, blocked_global=["marts.outreach_suppressions could not be checked"])
+    assert summary.batch_status == {"blocked": 1}
+    assert show_batch(warehouse, "2026-11-02:loc_a:sms")["blocked_reasons"] == [
+        "marts.outreach_suppressions could not be checked"
+    ]
 
 
 def test_rejected_batch_cancels_its_touches(warehouse: str) -> None:
@@ -154,6 +168,20 @@ def test_config_errors_name_the_key() -> None:
 )
 def test_quiet_hours_across_time_zones(now_utc, tz, expected) -> None:
     assert next_window_start(now_utc, tz, load_config()) == expected
+
+
+@pytest.mark.parametrize(
+    ("now_utc", "tz", "expected"),
+    [
+        # 09:00 in Chicago, today's cap used up: tomorrow 08:00 local, not "now" (which retried every run).
+        (datetime(2026, 11, 2, 15, 0, tzinfo=UTC), "America/Chicago", datetime(2026, 11, 3, 14, 0, tzinfo=UTC)),
+        # 23:30 in New York on the 2nd: the next local day is the 3rd.
+        (datetime(2026, 11, 3, 4, 30, tzinfo=UTC), "America/New_York", datetime(2026, 11, 3, 13, 0, tzinfo=UTC)),
+    ],
+)
+def test_a_touch_over_todays_cap_waits_for_the_next_local_day(now_utc, tz, expected) -> None:
+    assert defer_until(now_utc, tz, load_config(), over_cap=True) == expected
+    assert defer_until(now_utc, tz, load_config(), over_cap=False) == next_window_start(now_utc, tz, load_config())
 
 
 def test_holdout_is_recorded_never_contacted_and_stable(warehouse: str) -> None:

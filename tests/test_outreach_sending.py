@@ -1,6 +1,7 @@
 """Sending against the provider sandbox (a real HTTP server, the official SDKs): one test per invariant.
 
-- a crash after the provider accepted and before our record, then a rerun: no duplicate;
+- a crash after the provider accepted and before our record (in process, and a real SIGKILL of the
+  sending process while the provider holds the request it goes on to accept), then a rerun: no duplicate;
 - a rerun of the same logical date: no new sends;
 - 429 and 5xx storms: everything planned is sent exactly once;
 - an opt-out or a booking between planning and sending: not sent;
@@ -110,6 +111,46 @@ def test_crash_after_acceptance_is_reconciled_not_resent(warehouse: str, sandbox
     with psycopg.connect(warehouse) as conn:
         steps = conn.execute("select distinct next_step from ops.outreach_attempts").fetchall()
     assert steps == [("reconciled: the provider had accepted it",)]
+
+
+def test_send_process_killed_while_the_provider_accepts_is_reconciled_not_resent(
+    warehouse: str, sandbox: SandboxControl
+) -> None:
+    """A real kill: the send runs in its own process, which gets SIGKILL while the provider holds the
+    request it goes on to accept; the rerun finds the message at the provider and sends nothing again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    build_warehouse(warehouse, _email_people(3))
+    _plan(warehouse)
+    (batch_id,) = _batches(warehouse)
+    sandbox.add_fault("hang", provider="sendgrid", endpoint="send", hang_seconds=3, then="accept")
+    code = (
+        "from datetime import UTC, datetime; from reactivation.outreach.delivery import send_one_batch; "
+        f"send_one_batch({warehouse!r}, {batch_id!r}, clock=lambda: datetime(2026, 11, 2, 18, tzinfo=UTC))"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 60
+        while sandbox.stats()["faults"]["pending"]:  # the provider now holds the request
+            assert child.poll() is None and time.monotonic() < deadline, "the send never reached the provider"
+            time.sleep(0.05)
+        assert _states(warehouse) == {"sending": 3}, "the outbox says 'sending' before any provider call"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    while sum(_sent(sandbox).values()) < 3:  # the provider accepts after the hang, the client long gone
+        assert time.monotonic() < deadline, "the provider never accepted the held request"
+        time.sleep(0.05)
+    assert _states(warehouse) == {"sending": 3}, "no outcome was recorded by the killed process"
+
+    _send_all(warehouse)  # the rerun
+    assert sum(_sent(sandbox).values()) == 3, "nothing was sent twice"
+    assert _states(warehouse) == {"accepted": 3}
 
 
 def test_connection_dropped_after_acceptance_is_reconciled(warehouse: str, sandbox: SandboxControl) -> None:

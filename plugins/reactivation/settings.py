@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     )
     reactivation_log_level: str = Field(default="INFO", description="Log level of the reactivation package.")
     reactivation_dbt_threads: int = Field(default=2, ge=1, le=32, description="dbt threads.")
+    reactivation_ingest_workers: int = Field(
+        default_factory=lambda: min(2, os.cpu_count() or 1),
+        ge=1,
+        le=16,
+        description="Files of one extract folder loaded at once, each on its own connection.",
+    )
 
     @property
     def state_dir(self) -> Path:

@@ -14,6 +14,42 @@ class BatchDecisionError(ValueError):
     """A decision that cannot apply (unknown batch, or already decided)."""
 
 
+def hitl_responder(response: dict | None) -> str | None:
+    """Who answered an Airflow approval request (its result as XCom); None when nobody did (timeout default).
+
+    Airflow records the responder as ``{"id": ..., "name": ...}`` (``HITLUser``).
+    """
+    user = (response or {}).get("responded_by_user")
+    if isinstance(user, dict):
+        return str(user.get("name") or user.get("id") or "") or None
+    return str(user) if user else None
+
+
+def record_hitl_response(*, as_of: str | date, response: dict | None) -> dict:
+    """Apply the nightly DAG's approval request's answer to every batch of the night awaiting one.
+
+    Approve or Reject by a person decides the batches in that person's name. No answer within the
+    window (Airflow applies the default, Reject, with no responder) expires them: nobody decided.
+    """
+    from reactivation.dates import parse_as_of
+    from reactivation.warehouse import warehouse_url
+
+    chosen = (response or {}).get("chosen_options") or []
+    who = hitl_responder(response)
+    if who is None:
+        decision, decided_by, note = "expire", "hitl:timeout", "no answer within the approval window"
+    elif chosen == ["Approve"]:
+        decision, decided_by, note = "approve", f"hitl:{who}", None
+    elif chosen == ["Reject"]:
+        decision, decided_by, note = "reject", f"hitl:{who}", None
+    else:
+        raise BatchDecisionError(f"unexpected approval answer {chosen!r}: expected Approve or Reject")
+    as_of_date = parse_as_of(as_of)
+    with warehouse_url(stop_embedded=False) as url:
+        changed = decide_batches(url, as_of=as_of_date, decision=decision, decided_by=decided_by, note=note)
+    return {"decision": decision, "decided_by": decided_by, "batches": changed}
+
+
 def decide_batches(
     url: str,
     *,
@@ -57,10 +93,15 @@ def decide_batches(
                    where o.episode_id = e.episode_id and o.batch_id = any(%s) and o.state = 'planned'""",
                 (changed,),
             )
+            # The episode's touch will be planned again on a later night, under the same outreach key
+            # (person, episode, touch, channel), so the cancelled row gives that key up: it keeps its
+            # batch, episode, touch and reason under a retired key, ``<key>.<decision>.<batch id>``.
             conn.execute(
-                """update ops.outbox set state = 'cancelled', cancel_reason = %s, updated_at = now()
+                """update ops.outbox
+                   set state = 'cancelled', cancel_reason = %s, updated_at = now(),
+                       outreach_key = outreach_key || '.' || %s || '.' || batch_id
                    where batch_id = any(%s) and state = 'planned'""",
-                (f"batch {status}", changed),
+                (f"batch {status}", status, changed),
             )
     return changed
 

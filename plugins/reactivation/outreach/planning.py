@@ -187,7 +187,10 @@ def plan_outreach(
             return summary
 
         candidates = _load_candidates(conn)
-        end_reasons, open_gaps = _end_reasons(conn)
+        # Under a global block the marts are not trusted (one may even be missing): tonight's touches are
+        # still worked out, to be written as blocked batches for review, but no episode or holdout changes.
+        trusted = not blocked_global
+        end_reasons, open_gaps = _end_reasons(conn) if trusted else ({}, None)
         active = conn.execute(
             """select episode_id, person_id, rule_id, cadence_id, started_on, touches_planned
                from ops.episodes where status = 'active'"""
@@ -202,7 +205,7 @@ def plan_outreach(
         for episode_id, person_id, rule_id, cadence_id, started_on, touches_planned in active:
             cadence = config.cadences.get(cadence_id) or config.cadences[config.default_cadence]
             reason = end_reasons.get((person_id, rule_id))
-            if reason is None and (person_id, rule_id) not in open_gaps:
+            if reason is None and open_gaps is not None and (person_id, rule_id) not in open_gaps:
                 reason = "gap_closed"
             if reason is None and touches_planned >= min(len(cadence.touches), cadence.max_attempts):
                 reason = "cadence_finished"
@@ -242,6 +245,10 @@ def plan_outreach(
             episodes[key] = (episode_id, cadence, as_of, 0)
             summary.episodes_started += 1
 
+        if not trusted:
+            ended_rows, holdout_rows, episode_rows = [], [], []
+            summary.episodes_ended.clear()
+            summary.episodes_started = 0
         with conn.cursor() as cur:
             cur.executemany(
                 "update ops.episodes set status = 'ended', ended_on = %s, end_reason = %s where episode_id = %s",

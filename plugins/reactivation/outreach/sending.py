@@ -68,6 +68,17 @@ def next_window_start(now: datetime, tz: str, config: OutreachConfig) -> datetim
     return start.astimezone(UTC)
 
 
+def defer_until(now: datetime, tz: str, config: OutreachConfig, *, over_cap: bool) -> datetime | None:
+    """None to send now; else when to try again (UTC): the next window start in quiet hours, or the
+    start of the person's next local day's window when today's cap is used up."""
+    if over_cap:
+        local = now.astimezone(ZoneInfo(tz))
+        return datetime.combine(local.date() + timedelta(days=1), config.quiet_start, tzinfo=ZoneInfo(tz)).astimezone(
+            UTC
+        )
+    return next_window_start(now, tz, config)
+
+
 def _backoff(attempt: int, retry_after: float | None) -> float:
     """Exponential backoff with full jitter; a provider's Retry-After is a floor."""
     delay = random.uniform(0, min(30.0, 0.5 * (2**attempt)))
@@ -249,13 +260,12 @@ def send_batch(
                 _cancel(conn, item, reason)
                 summary.cancelled[reason] += 1
                 continue
-            window = next_window_start(now, tz or "UTC", config)
             over_cap = (
                 touched_person[item.person_id] >= config.person_day_cap
                 or touched_household[item.household_id] >= config.household_day_cap
             )
-            if window is not None or over_cap:
-                not_before = window or next_window_start(now + timedelta(days=1), tz or "UTC", config) or now
+            not_before = defer_until(now, tz or "UTC", config, over_cap=over_cap)
+            if not_before is not None:
                 conn.execute(
                     "update ops.outbox set state = 'deferred', not_before = %s, updated_at = now() "
                     "where outreach_key = %s",

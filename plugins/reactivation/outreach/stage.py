@@ -88,16 +88,14 @@ def send(*, batch_id: str) -> dict:
         return send_one_batch(url, batch_id)
 
 
-def close(*, as_of: str | date, dag_run_id: str, rejected_by: str | None = None) -> dict:
-    """End of the night: rejected or undecided batches send nothing, call lists are exported, counts recorded."""
+def close(*, as_of: str | date, dag_run_id: str) -> dict:
+    """End of the night: undecided batches expire and send nothing, call lists are exported, counts recorded."""
     from reactivation.outreach.approval import decide_batches
     from reactivation.outreach.providers.call_list import export_call_lists
 
     as_of_date = parse_as_of(as_of)
     settings = get_settings()
     with warehouse_url(settings, stop_embedded=False) as url:
-        if rejected_by:
-            decide_batches(url, as_of=as_of_date, decision="reject", decided_by=f"hitl:{rejected_by}")
         expired = decide_batches(url, as_of=as_of_date, decision="expire", decided_by="nightly-close")
         exports = export_call_lists(url, as_of_date, settings.state_dir / "exports" / "call_lists")
         with connect(url) as conn:

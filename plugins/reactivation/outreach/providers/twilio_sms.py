@@ -34,7 +34,7 @@ class TwilioSmsProvider:
     def client(self):
         from twilio.rest import Client
 
-        from reactivation.sandbox.clients import RebasedTwilioHttpClient
+        from reactivation.outreach.providers.twilio_http import RebasedTwilioHttpClient
 
         return Client(
             self.connection.login,
