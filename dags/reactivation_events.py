@@ -5,13 +5,22 @@ Provider events and replies arrive through the webhook receiver, which writes
 them to the warehouse as they come (STOP takes effect at once). This DAG closes
 the loop between nightly runs:
 
-1. **batches_to_follow_up**: batches with sends whose outcome is unknown, crash
+1. **catch_up_inbound_sms**: SMS replies the receiver missed (Twilio never
+   retries an incoming-message webhook) are listed from the provider (last 3
+   days) and handled as the receiver would have: a STOP sent during an outage
+   opts the person out before this run sends anything. If it fails, this run
+   sends nothing (we cannot tell who asked us to stop);
+2. **batches_to_follow_up**: batches with sends whose outcome is unknown, crash
    leftovers, or deferred touches whose quiet-hours window has opened;
-2. **follow_up**: one mapped task per batch in the `provider_sends` pool:
+3. **follow_up**: one mapped task per batch in the `provider_sends` pool:
    reconcile unknown sends with the provider (never a blind resend), then send
-   what is due, re-checking every contact rule.
+   what is due, re-checking every contact rule;
+4. **catch_up_sms_statuses**: SMS delivery statuses the receiver missed (Twilio
+   retries a status callback only briefly) are fetched from the provider and
+   recorded as the receiver would have recorded them.
 
-Logic lives in `plugins/reactivation/outreach/`; this file is wiring only.
+Logic lives in `plugins/reactivation/outreach/` and
+`plugins/reactivation/webhooks/inbound_catch_up.py`; this file is wiring only.
 """
 
 from __future__ import annotations
@@ -39,6 +48,14 @@ DEFAULT_ARGS = {
 )
 def reactivation_events():
     @task
+    def catch_up_inbound_sms() -> dict:
+        from reactivation.warehouse import warehouse_url
+        from reactivation.webhooks.inbound_catch_up import catch_up_inbound_sms
+
+        with warehouse_url(stop_embedded=False) as url:
+            return catch_up_inbound_sms(url)
+
+    @task
     def batches_to_follow_up() -> list[str]:
         from reactivation.outreach.follow_up import batches_needing_follow_up
         from reactivation.warehouse import warehouse_url
@@ -52,7 +69,21 @@ def reactivation_events():
 
         return stage.send(batch_id=batch_id)
 
-    follow_up.expand(batch_id=batches_to_follow_up())
+    @task
+    def catch_up_sms_statuses() -> dict:
+        from reactivation.outreach.follow_up import backfill_sms_statuses
+        from reactivation.warehouse import warehouse_url
+
+        with warehouse_url(stop_embedded=False) as url:
+            return backfill_sms_statuses(url)
+
+    # Missed replies first: every send re-reads the opt-outs, so a caught-up STOP stops this run's sends.
+    # The status catch-up is independent of the sends (it only looks at messages accepted a while ago),
+    # and a leaf of its own, so a failed follow_up still fails the run.
+    batches = batches_to_follow_up()
+    catch_up_inbound_sms() >> batches
+    follow_up.expand(batch_id=batches)
+    catch_up_sms_statuses()
 
 
 reactivation_events()

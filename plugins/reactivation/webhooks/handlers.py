@@ -51,6 +51,16 @@ COUNTER_NAMES = (
     "opt_in",
     "staff_queued",
 )
+# Where an event came from. The receiver's own deliveries are counted under the plain names above;
+# events the events DAG fetched from the provider because the receiver missed them ("catch_up":
+# SMS statuses and inbound SMS) are counted as "catch_up.<name>", so /metrics tells a healthy
+# receiver from one whose work is being done late by the catch-up.
+SOURCES = ("webhook", "catch_up")
+CATCH_UP_COUNTER_NAMES = tuple(
+    f"catch_up.{name}"
+    for name in ("accepted", "duplicate", "unknown_message", "unknown_sender", "opt_out", "opt_in", "staff_queued",
+                 "superseded")
+)  # fmt: skip
 
 # Message status ranks: a status row only ever moves to a higher rank. 9 = terminal.
 SENDGRID_RANKS = {
@@ -137,9 +147,15 @@ def _digest(fields: Mapping[str, Any], names: tuple[str, ...]) -> str:
 # --- counters ------------------------------------------------------------------------------------
 
 
-def bump_counters(conn: psycopg.Connection, counts: Mapping[str, int]) -> None:
-    """Add to the running totals, in name order so concurrent requests lock the rows in one order."""
-    items = sorted((name, value) for name, value in counts.items() if value)
+def bump_counters(conn: psycopg.Connection, counts: Mapping[str, int], source: str = "webhook") -> None:
+    """Add to the running totals, in name order so concurrent requests lock the rows in one order.
+
+    Counts of a ``source`` other than the receiver's own webhook deliveries go under ``<source>.<name>``.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown event source {source!r}")
+    prefix = "" if source == "webhook" else f"{source}."
+    items = sorted((prefix + name, value) for name, value in counts.items() if value)
     if not items:
         return
     conn.execute(
@@ -164,7 +180,7 @@ def read_counters(url: str) -> dict[str, int]:
     """Every known counter (zero when never bumped) plus any other name found in the table."""
     with connect(url, connect_timeout=5) as conn:
         rows = conn.execute("select name, value from ops.webhook_counters").fetchall()
-    counts = dict.fromkeys(COUNTER_NAMES, 0)
+    counts = dict.fromkeys((*COUNTER_NAMES, *CATCH_UP_COUNTER_NAMES), 0)
     counts.update({name: int(value) for name, value in rows})
     return counts
 
@@ -445,8 +461,11 @@ def parse_twilio_status(params: Mapping[str, str], outreach_key: str | None) -> 
     return TwilioStatus(sid, status, error_code, outreach_key, digest)
 
 
-def handle_twilio_status(url: str, event: TwilioStatus) -> str:
-    """Record one status callback; returns "accepted", "duplicate" or "unknown_message"."""
+def handle_twilio_status(url: str, event: TwilioStatus, *, source: str = "webhook") -> str:
+    """Record one status callback; returns "accepted", "duplicate" or "unknown_message".
+
+    ``source`` is "catch_up" when the status was fetched from the provider instead (counted apart).
+    """
 
     def work(conn: psycopg.Connection) -> str:
         row = conn.execute(
@@ -458,7 +477,7 @@ def handle_twilio_status(url: str, event: TwilioStatus) -> str:
              event.digest),
         ).fetchone()  # fmt: skip
         if row is None:
-            bump_counters(conn, {"duplicate": 1})
+            bump_counters(conn, {"duplicate": 1}, source)
             return "duplicate"
         key = event.outreach_key if event.outreach_key and _known_outreach(conn, {event.outreach_key}) else None
         if key is None:
@@ -467,16 +486,16 @@ def handle_twilio_status(url: str, event: TwilioStatus) -> str:
             ).fetchone()
             key = found[0] if found else None
         if key is None:
-            bump_counters(conn, {"accepted": 1, "unknown_message": 1})
+            bump_counters(conn, {"accepted": 1, "unknown_message": 1}, source)
             return "unknown_message"
         rank = TWILIO_RANKS.get(event.status)
         if rank is not None:
             _upsert_status(conn, [(key, "twilio", event.sid, event.status, rank, event.error_code, None)])
-        bump_counters(conn, {"accepted": 1})
+        bump_counters(conn, {"accepted": 1}, source)
         return "accepted"
 
     result = in_transaction(url, work)
-    log.info("twilio status callback for %s: %s (%s)", event.sid, result, event.status)
+    log.info("twilio status %s for %s: %s (%s)", source, event.sid, result, event.status)
     return result
 
 
@@ -526,6 +545,7 @@ class InboundOutcome:
     reply: str = "none"
     people: int = 0
     twiml: str = ""
+    superseded: bool = False  # a late STOP/START that a later STOP/START from the same number overrides
 
 
 def sender_key(secret: str, sender: str) -> str:
@@ -620,8 +640,27 @@ def twiml(message: str | None) -> str:
     return str(response)
 
 
-def handle_twilio_inbound(url: str, message: InboundSms, *, secret: str) -> InboundOutcome:
-    """Record a reply and act on it: STOP/START change the opt-out at once, HELP answers, the rest goes to staff."""
+def handle_twilio_inbound(
+    url: str,
+    message: InboundSms,
+    *,
+    secret: str,
+    source: str = "webhook",
+    received_at: datetime | None = None,
+) -> InboundOutcome:
+    """Record a reply and act on it: STOP/START change the opt-out at once, HELP answers, the rest goes to staff.
+
+    ``source="catch_up"`` is a reply the receiver missed, fetched from the provider later
+    (``reactivation.webhooks.inbound_catch_up``), with ``received_at`` the provider's time for it.
+    It is recorded and acted on exactly as a webhook delivery (same dedupe key, same keywords,
+    same opt-out writes, same staff queue) with three differences: no reply is sent (there is no
+    webhook response to carry TwiML, and the provider already answered the keyword itself), so the
+    row says ``reply = 'none'``; a STOP or START that a *later* STOP or START from the same number,
+    already recorded, overrides changes no opt-out (``superseded``); counts go under ``catch_up.*``.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown event source {source!r}")
+    late = source != "webhook"
     classification: Classification = classify(message.body)
     key = sender_key(secret, message.sender)
 
@@ -636,7 +675,7 @@ def handle_twilio_inbound(url: str, message: InboundSms, *, secret: str) -> Inbo
             (f"{message.sid}:received", message.sid, message.digest),
         ).fetchone()
         if row is None:
-            bump_counters(conn, {"duplicate": 1})
+            bump_counters(conn, {"duplicate": 1}, source)
             return InboundOutcome("duplicate", twiml=twiml(None))
         candidates = _candidates(conn, message.sender)
         people = sorted(c.person_id for c in candidates)
@@ -652,47 +691,61 @@ def handle_twilio_inbound(url: str, message: InboundSms, *, secret: str) -> Inbo
         if not candidates:
             counts["unknown_sender"] += 1
         reply_kind, text = "none", None
-        if words == "stop":
-            counts["opt_out"] += len(_record_opt(conn, people, channel="sms", status="opt_out", source="sms_stop"))
-            last = conn.execute(
-                f"""select keyword from ops.inbound_messages
-                    where sender_key = %s and keyword in ('stop', 'start')
-                      and received_at > clock_timestamp() - interval '{REPEAT_STOP_WINDOW}'
-                    order by received_at desc, id desc limit 1""",
-                (key,),
+        superseded = False
+        if late and words in ("stop", "start"):
+            later = conn.execute(
+                """select 1 from ops.inbound_messages
+                   where sender_key = %s and keyword in ('stop', 'start') and received_at > %s limit 1""",
+                (key, received_at or datetime.now(UTC)),
             ).fetchone()
-            if last is None or last[0] != "stop":
+            superseded = later is not None
+        if superseded:
+            counts["superseded"] += 1
+        elif words == "stop":
+            counts["opt_out"] += len(_record_opt(conn, people, channel="sms", status="opt_out", source="sms_stop"))
+            last = None
+            if not late:
+                last = conn.execute(
+                    f"""select keyword from ops.inbound_messages
+                        where sender_key = %s and keyword in ('stop', 'start')
+                          and received_at > clock_timestamp() - interval '{REPEAT_STOP_WINDOW}'
+                        order by received_at desc, id desc limit 1""",
+                    (key,),
+                ).fetchone()
+            if not late and (last is None or last[0] != "stop"):
                 reply_kind = "stop_confirmation"
                 text = reply_text("stop", language, *_practice(conn, location_id))
         elif words == "start":
             counts["opt_in"] += len(_record_opt(conn, people, channel="sms", status="opt_in", source="sms_start"))
-            reply_kind = "start_confirmation"
-            text = reply_text("start", language, *_practice(conn, location_id))
-        elif words == "help":
+            if not late:
+                reply_kind = "start_confirmation"
+                text = reply_text("start", language, *_practice(conn, location_id))
+        elif words == "help" and not late:
             reply_kind = "help"
             text = reply_text("help", language, *_practice(conn, location_id))
         inbound_id = conn.execute(
             """insert into ops.inbound_messages (provider_message_id, person_id, person_ids, location_id, channel,
-                   keyword, keyword_match, sender_key, reply, received_at)
-               values (%s, %s, %s, %s, 'sms', %s, %s, %s, %s, clock_timestamp())
+                   keyword, keyword_match, sender_key, reply, source, received_at)
+               values (%s, %s, %s, %s, 'sms', %s, %s, %s, %s, %s, coalesce(%s, clock_timestamp()))
                returning id""",
             (message.sid, primary.person_id if primary else None, people, location_id, words, classification.match,
-             key, reply_kind),
+             key, reply_kind, source, received_at),
         ).fetchone()[0]  # type: ignore[index]  # fmt: skip
         if words == "other":
             conn.execute(
                 """insert into ops.staff_queue (inbound_message_id, person_id, person_ids, location_id, channel, body,
                        received_at)
-                   values (%s, %s, %s, %s, 'sms', %s, clock_timestamp())""",
-                (inbound_id, primary.person_id if primary else None, people, location_id, message.body),
+                   values (%s, %s, %s, %s, 'sms', %s, coalesce(%s, clock_timestamp()))""",
+                (inbound_id, primary.person_id if primary else None, people, location_id, message.body, received_at),
             )
             counts["staff_queued"] += 1
-        bump_counters(conn, counts)
-        return InboundOutcome("accepted", words, reply_kind, len(people), twiml(text))
+        bump_counters(conn, counts, source)
+        return InboundOutcome("accepted", words, reply_kind, len(people), twiml(text), superseded)
 
     outcome = in_transaction(url, work)
     log.info(
-        "twilio inbound %s: %s, keyword %s, %d matching person(s), reply %s",
+        "twilio inbound %s %s: %s, keyword %s, %d matching person(s), reply %s",
+        source,
         message.sid,
         outcome.result,
         outcome.keyword,

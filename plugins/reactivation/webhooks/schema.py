@@ -73,6 +73,17 @@ $$""",
     received_at timestamptz not null default now()
 )""",
     "create index if not exists inbound_messages_sender_idx on ops.inbound_messages (sender_key, received_at)",
+    # How the reply reached us: the receiver's webhook, or the events DAG's catch-up, which lists from
+    # the provider the replies the receiver missed (their received_at is then the provider's time).
+    """do $$
+begin
+    if not exists (select 1 from information_schema.columns
+                   where table_schema = 'ops' and table_name = 'inbound_messages' and column_name = 'source') then
+        alter table ops.inbound_messages add column source text not null default 'webhook'
+            check (source in ('webhook', 'catch_up'));
+    end if;
+end
+$$""",
     # What staff read and work: replies that are not a keyword, with their text.
     """create table if not exists ops.staff_queue (
     id bigserial primary key,
@@ -89,7 +100,8 @@ $$""",
     "create index if not exists staff_queue_open_idx on ops.staff_queue (location_id, received_at) "
     "where handled_at is null",
     # Running totals for /metrics and alerting: accepted, duplicate, bad_signature, stale_timestamp,
-    # malformed, unknown_message, opt_out, opt_in, staff_queued.
+    # malformed, unknown_message, opt_out, opt_in, staff_queued; what the events DAG's catch-up
+    # recorded instead of the receiver as catch_up.<name> (see handlers.SOURCES).
     """create table if not exists ops.webhook_counters (
     name text primary key,
     value bigint not null default 0,

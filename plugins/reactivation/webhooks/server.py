@@ -92,7 +92,8 @@ def _sendgrid_key(wait_s: float) -> str:
     return _sandbox_public_key(connection.base_url, wait_s)
 
 
-def _twilio_token() -> str:
+def twilio_auth_token() -> str:
+    """The Twilio auth token the receiver checks signatures with (and keys ``sender_key`` with)."""
     token = os.environ.get("REACTIVATION_TWILIO_AUTH_TOKEN", "").strip()
     if token:
         return token
@@ -121,7 +122,7 @@ def receiver_settings(
         raise SettingsError("REACTIVATION_WEBHOOK_PUBLIC_URL must start with http:// or https://")
     return ReceiverSettings(
         sendgrid_public_key=_sendgrid_key(sandbox_wait_s),
-        twilio_auth_token=_twilio_token(),
+        twilio_auth_token=twilio_auth_token(),
         public_base_url=public_url,
         timestamp_tolerance_s=tolerance_s,
     )
