@@ -771,6 +771,16 @@ def test_logs_hold_ids_and_counts_but_no_personal_data(
         assert personal not in logged
 
 
+def test_local_providers_quiet_the_services_only_while_they_run(warehouse: str) -> None:
+    from reactivation.local_services import local_providers
+
+    names = ("reactivation.sandbox", "reactivation.webhooks")
+    before = {name: logging.getLogger(name).level for name in names}
+    with local_providers(warehouse):
+        assert all(logging.getLogger(name).level == logging.WARNING for name in names)
+    assert {name: logging.getLogger(name).level for name in names} == before
+
+
 def test_signing_key_file_keeps_the_public_key_across_restarts(tmp_path: Path) -> None:
     key_file = tmp_path / "sandbox" / "event-webhook.pem"
     with SandboxServer(sendgrid_key_file=key_file) as first:

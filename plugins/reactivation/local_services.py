@@ -73,6 +73,20 @@ def provider_connections(sandbox_url: str, receiver_url: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Hold the named loggers at WARNING for the block; their own levels come back afterwards."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def local_providers(url: str) -> Iterator[dict[str, str]]:
     """Start the sandbox and the receiver; yield the connection environment; drain and stop both."""
     import httpx
@@ -83,8 +97,7 @@ def local_providers(url: str) -> Iterator[dict[str, str]]:
 
     ensure_webhook_schema(url)
     # Per-request counts are for the service's own log; the run prints its own summary.
-    logging.getLogger("reactivation.webhooks").setLevel(logging.WARNING)
-    with SandboxServer(port=0) as sandbox:
+    with _quiet("reactivation.webhooks", "reactivation.sandbox"), SandboxServer(port=0) as sandbox:
         key = httpx.get(f"{sandbox.url}/_sandbox/sendgrid/public-key", timeout=5, trust_env=False).json()["public_key"]
         receiver = _Receiver(
             create_app(url, sendgrid_public_key=key, twilio_auth_token=SANDBOX_AUTH_TOKEN, public_base_url=None)

@@ -24,7 +24,7 @@ _EXPORTS = {
     "SandboxSettings": "reactivation.sandbox.state",
     "EventWebhookSigner": "reactivation.sandbox.signing",
     "twilio_signature": "reactivation.sandbox.signing",
-    "RebasedTwilioHttpClient": "reactivation.sandbox.clients",
+    "RebasedTwilioHttpClient": "reactivation.outreach.providers.twilio_http",
     "SandboxControl": "reactivation.sandbox.clients",
     "SandboxControlError": "reactivation.sandbox.clients",
     "sendgrid_client": "reactivation.sandbox.clients",

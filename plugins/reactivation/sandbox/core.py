@@ -149,5 +149,26 @@ async def apply_fault(
     return await drop_connection(sandbox, request)
 
 
+Authenticator = Callable[[Request], "str | Response"]
+
+
+def guard(sandbox: Sandbox, provider: str, authenticate: Authenticator, error_response: FaultResponder):
+    """``before(request, endpoint, kind)`` for one provider's routes: the credential of an authenticated
+    request, or what to answer instead (401 and the like from ``authenticate``, or an injected fault)."""
+
+    async def before(request: Request, endpoint: str, kind: str) -> str | Response:
+        credential = authenticate(request)
+        if isinstance(credential, Response):
+            return credential
+        fault = sandbox.state.take_fault(provider, kind, "before")
+        if fault is not None:
+            response = await apply_fault(sandbox, request, fault, endpoint=endpoint, error_response=error_response)
+            if response is not None:
+                return response
+        return credential
+
+    return before
+
+
 def bad_control_request(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from reactivation.sandbox.activity_query import QueryError, parse_query
-from reactivation.sandbox.core import Sandbox, apply_fault, counted, drop_connection, json_response
+from reactivation.sandbox.core import Sandbox, counted, drop_connection, guard, json_response
 from reactivation.sandbox.formats import EMAIL_ADDRESS, new_sg_message_id, new_x_message_id
 from reactivation.sandbox.state import EmailMessage, Fault, MailSendRequest, api_key_id
 
@@ -358,17 +358,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
             return json_response(_errors(_error(message, None)), 401)
         return key.strip()
 
-    async def before(request: Request, endpoint: str, kind: str) -> str | Response:
-        """The credential of an authenticated request, or what to answer instead (401, or an injected fault)."""
-        key = authenticate(request)
-        if isinstance(key, Response):
-            return key
-        fault = state.take_fault("sendgrid", kind, "before")
-        if fault is not None:
-            response = await apply_fault(sandbox, request, fault, endpoint=endpoint, error_response=_fault_response)
-            if response is not None:
-                return response
-        return key
+    before = guard(sandbox, "sendgrid", authenticate, _fault_response)
 
     async def mail_send(request: Request) -> Response:
         key = await before(request, "sendgrid.mail_send", "send")

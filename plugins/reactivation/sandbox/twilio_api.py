@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from reactivation.sandbox.core import Sandbox, apply_fault, counted, drop_connection, json_response
+from reactivation.sandbox.core import Sandbox, counted, drop_connection, guard, json_response
 from reactivation.sandbox.formats import (
     ALPHANUMERIC_SENDER,
     MESSAGING_SERVICE_SID,
@@ -170,17 +170,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
             return twilio_error(20404, f"The requested resource {request.url.path} was not found", 404)
         return token
 
-    async def before(request: Request, endpoint: str, kind: str) -> str | Response:
-        """The credential of an authenticated request, or what to answer instead (401, or an injected fault)."""
-        token = authenticate(request)
-        if isinstance(token, Response):
-            return token
-        fault = state.take_fault("twilio", kind, "before")
-        if fault is not None:
-            response = await apply_fault(sandbox, request, fault, endpoint=endpoint, error_response=_fault_response)
-            if response is not None:
-                return response
-        return token
+    before = guard(sandbox, "twilio", authenticate, _fault_response)
 
     async def create(request: Request) -> Response:
         token = await before(request, "twilio.messages_create", "send")
