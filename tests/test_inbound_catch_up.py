@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -51,14 +52,14 @@ def sandbox_server() -> Iterator[SandboxServer]:
 
 
 @pytest.fixture
-def sandbox(sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxControl]:
+def sandbox(sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SandboxControl]:
     with SandboxControl(sandbox_server.url, timeout=10) as control:
         control.reset()
         for name, value in provider_connections(sandbox_server.url, DEAD_RECEIVER).items():
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("REACTIVATION_TWILIO_AUTH_TOKEN", raising=False)
         monkeypatch.delenv(QUIET_AFTER_ENV, raising=False)
-        monkeypatch.setenv("REACTIVATION_STATE_DIR", "/work/main/.state/inbound-helper")
+        monkeypatch.setenv("REACTIVATION_STATE_DIR", str(tmp_path / "state"))
         yield control
 
 
@@ -126,6 +127,45 @@ def plan_and_send(url: str) -> list[dict]:
     decide_batches(url, as_of=AS_OF, decision="approve", decided_by="test")
     batches = [r[0] for r in q(url, "select batch_id from ops.batches order by 1")]
     return [send_one_batch(url, b, clock=lambda: NOON_CHICAGO, sleep=lambda s: None) for b in batches]
+
+
+def test_the_send_clock_setting_decides_the_sending_window(
+    wh: str, sandbox: SandboxControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REACTIVATION_SEND_CLOCK is the send stage's now: 02:00 in Chicago defers, noon sends."""
+    import dataclasses
+
+    from reactivation.outreach.approval import decide_batches
+    from reactivation.outreach.config import load_config
+    from reactivation.outreach.delivery import send_one_batch
+    from reactivation.outreach.planning import plan_outreach
+    from reactivation.settings import get_settings
+
+    plan_outreach(wh, as_of=AS_OF, dag_run_id="run-1", config=dataclasses.replace(load_config(), holdout_share=0.0))
+    decide_batches(wh, as_of=AS_OF, decision="approve", decided_by="test")
+    (batch,) = [r[0] for r in q(wh, "select batch_id from ops.batches order by 1")]
+    monkeypatch.setenv("REACTIVATION_SEND_CLOCK", "2026-11-02T08:00:00Z")
+    night = send_one_batch(wh, batch, sleep=lambda s: None)
+    assert night["deferred"] == 2 and q(wh, "select count(*) from ops.outbox where state = 'accepted'")[0][0] == 0
+    deferred_to = q(wh, "select distinct not_before from ops.outbox where state = 'deferred'")
+    assert deferred_to == [(datetime(2026, 11, 2, 14, 0, tzinfo=UTC),)]  # 08:00 in Chicago
+    monkeypatch.setenv("REACTIVATION_SEND_CLOCK", "2026-11-02T18:00:00+00:00")
+    get_settings.cache_clear()  # settings are read once per process
+    send_one_batch(wh, batch, sleep=lambda s: None)
+    assert q(wh, "select count(*) from ops.outbox where state = 'accepted'")[0][0] == 2
+
+
+def test_a_local_run_sends_inside_every_us_sending_window() -> None:
+    from zoneinfo import ZoneInfo
+
+    from reactivation.nightly_run import local_send_clock
+
+    instant = local_send_clock(datetime(2026, 12, 3, 7, 45, tzinfo=UTC))
+    assert instant == datetime(2026, 12, 3, 18, 0, tzinfo=UTC)
+    for zone in ("America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles", "America/Anchorage"):
+        for day in (datetime(2026, 1, 15, tzinfo=UTC), datetime(2026, 7, 15, tzinfo=UTC)):  # winter and summer
+            local = local_send_clock(day).astimezone(ZoneInfo(zone))
+            assert 8 <= local.hour < 21, (zone, local)
 
 
 def test_a_stop_sent_while_the_receiver_was_down_opts_out_before_the_next_send(

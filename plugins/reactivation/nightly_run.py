@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from pathlib import Path
 
 from reactivation.settings import PROJECT_ROOT, WAREHOUSE_CONN_ID, Settings, get_settings
@@ -100,6 +101,12 @@ def stage_results(url: str, as_of: date, since: datetime) -> list[tuple[str, str
     return [(stage, status, summary) for stage, status, summary in rows]
 
 
+def local_send_clock(now: datetime) -> datetime:
+    """18:00 UTC on ``now``'s date: inside the 08:00-21:00 sending window of every US location (10:00 in
+    Los Angeles, 13:00 in New York), so that a local run's sends do not depend on the hour it runs at."""
+    return datetime.combine(now.date(), dt_time(18, 0), tzinfo=UTC)
+
+
 def run_nightly(
     *, as_of: date, sources: Path | None = None, timeout: int = 3600, mark_success: str | None = None
 ) -> int:
@@ -120,6 +127,10 @@ def run_nightly(
 
             env.update(services.enter_context(local_providers(url)))
             console.print("providers: the local sandbox (SendGrid and SMS APIs) and the webhook receiver")
+            if settings.reactivation_send_clock is None:
+                # A replay against the sandbox sends as in the day, whatever the hour it runs at.
+                env["REACTIVATION_SEND_CLOCK"] = local_send_clock(datetime.now(UTC)).isoformat()
+                console.print(f"sends: as at {env['REACTIVATION_SEND_CLOCK']} (REACTIVATION_SEND_CLOCK)")
         ensure_airflow_db(env, log_file)
         ensure_pool(env, log_file)
         started = datetime.now(UTC)

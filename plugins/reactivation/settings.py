@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -71,6 +72,11 @@ class Settings(BaseSettings):
         ge=1,
         le=16,
         description="Files of one extract folder loaded at once, each on its own connection.",
+    )
+    reactivation_send_clock: datetime | None = Field(
+        default=None,
+        description="The instant the send stage takes as now (sending windows, daily caps, deferrals); "
+        "unset: the wall clock. For replays of a past night against the local sandbox.",
     )
 
     @property

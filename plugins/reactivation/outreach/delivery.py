@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from reactivation.outreach.config import load_config
 from reactivation.outreach.connections import provider_connection
 from reactivation.outreach.practice import message_reasons, practice_details
 from reactivation.outreach.providers.base import Provider
 from reactivation.outreach.providers.call_list import CallListProvider
 from reactivation.outreach.sending import send_batch
+from reactivation.settings import get_settings
 from reactivation.warehouse import connect
 
 SENDGRID_CONN_ID = "sendgrid_default"
@@ -33,6 +36,10 @@ def send_one_batch(url: str, batch_id: str, **overrides) -> dict:
     if row is None:
         return {"batch_id": batch_id, "skipped": "no such batch"}
     channel, as_of = row
+    send_clock = get_settings().reactivation_send_clock
+    if send_clock is not None and "clock" not in overrides:
+        instant = send_clock if send_clock.tzinfo else send_clock.replace(tzinfo=UTC)
+        overrides["clock"] = lambda: instant
     summary = send_batch(
         url,
         batch_id,
