@@ -115,14 +115,33 @@ class _CountingReader(io.RawIOBase):
         super().close()
 
 
-def fingerprint(path: Path, declared_encoding: str | None) -> tuple[str, str, list[str]]:
-    """Return (sha256, encoding to read with, warnings) after one pass over the bytes."""
+@dataclass
+class Fingerprint:
+    """What one pass over a file's bytes tells before loading it."""
+
+    sha256: str
+    encoding: str  # to read with
+    warnings: list[str]
+    lines: int  # physical lines (LF, CRLF or CR; a last line without a break counts)
+    has_nul: bool
+
+
+def fingerprint(path: Path, declared_encoding: str | None) -> Fingerprint:
+    """One pass over the bytes: checksum, encoding, line count (see ``Fingerprint``)."""
     sha = hashlib.sha256()
     utf8 = codecs.getincrementaldecoder("utf-8")()
     utf8_ok = True
+    breaks, last, has_nul = 0, b"", False
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
             sha.update(chunk)
+            breaks += chunk.count(b"\n")
+            if b"\r" in chunk:  # CR or CRLF line ends: a CR ends a line unless an LF follows it
+                breaks += chunk.count(b"\r") - chunk.count(b"\r\n")
+            if last == b"\r" and chunk[:1] == b"\n":
+                breaks -= 1  # a CRLF split between two reads
+            last = chunk[-1:]
+            has_nul = has_nul or b"\x00" in chunk
             if utf8_ok:
                 try:
                     utf8.decode(chunk)
@@ -133,11 +152,12 @@ def fingerprint(path: Path, declared_encoding: str | None) -> tuple[str, str, li
                 utf8.decode(b"", final=True)
             except UnicodeDecodeError:
                 utf8_ok = False
+    lines = breaks + (1 if last not in (b"", b"\n", b"\r") else 0)
     warnings: list[str] = []
     if declared_encoding:
-        return sha.hexdigest(), declared_encoding, warnings
+        return Fingerprint(sha.hexdigest(), declared_encoding, warnings, lines, has_nul)
     if utf8_ok:
-        return sha.hexdigest(), "utf-8-sig", warnings
+        return Fingerprint(sha.hexdigest(), "utf-8-sig", warnings, lines, has_nul)
     cp1252 = codecs.getincrementaldecoder("cp1252")()
     encoding = "cp1252"
     with path.open("rb") as handle:
@@ -147,7 +167,7 @@ def fingerprint(path: Path, declared_encoding: str | None) -> tuple[str, str, li
         except UnicodeDecodeError:
             encoding = "latin-1"
     warnings.append(f"file is not valid UTF-8; read as {encoding}")
-    return sha.hexdigest(), encoding, warnings
+    return Fingerprint(sha.hexdigest(), encoding, warnings, lines, has_nul)
 
 
 def extract_date_for(path: Path, given: date | None) -> date:
@@ -446,7 +466,7 @@ class RowPlan:
         dropped = {i for i, h in enumerate(header) if h.strip().lower() in drop}
         self.extra_columns = [(i, header[i].strip()) for i in range(len(header)) if i not in used and i not in dropped]
         self.width = len(header)
-        self.derive = _DERIVERS.get(entity.name)
+        self.derivations = DERIVATIONS.get(entity.name, ())
         self.memos: dict[str, _Memo] = {}
         # Cells whose stored value is the stripped cell are stripped in bulk; the rest go through a memo.
         self._cell_memos = [None if c.is_plain else _CellMemo(c) for c in self.columns]
@@ -456,6 +476,22 @@ class RowPlan:
         if name not in self.memos:
             self.memos[name] = _Memo(func)
         return self.memos[name]
+
+    def derivation_memo(self, derivation: Derivation) -> _Memo:
+        """The memo of ``derivation``'s function: each distinct source value is normalised once per load."""
+        name = f"derived:{derivation.source}"
+        if name not in self.memos:
+            self.memos[name] = _Memo(derivation.make(self.context))
+        return self.memos[name]
+
+    def derive(self, columns: Sequence[Sequence[str | None]]) -> list[Sequence[str | None]]:
+        """The derived stored columns for rows given as stored columns."""
+        names = self.entity.column_names
+        derived: list[Sequence[str | None]] = []
+        for derivation in self.derivations:
+            results = self.derivation_memo(derivation).map(columns[names.index(derivation.source)])
+            derived.extend(_unzip(results, derivation.width))
+        return derived
 
     def apply(self, row: list[str]) -> tuple[list[str | None] | None, list[tuple[str, str]]]:
         if len(row) != self.width:
@@ -472,8 +508,8 @@ class RowPlan:
             out.append(value)
         if problems:
             return None, problems
-        if self.derive is not None:
-            out.extend(column[0] or None for column in self.derive(self, [[v] for v in out]))
+        if self.derivations:
+            out.extend(column[0] or None for column in self.derive([[v] for v in out]))
         if self.extra_columns:
             out.append(_extra_json(self.extra_columns, row))
         else:
@@ -505,8 +541,8 @@ class RowPlan:
                 values = memo.map(source)
                 bad.update(memo.bad_positions(source))
             columns.append(values)
-        if self.derive is not None:
-            columns.extend([v or "" for v in column] for column in self.derive(self, columns))
+        if self.derivations:
+            columns.extend([v or "" for v in column] for column in self.derive(columns))
         if self.extra_columns:
             columns.append([_extra_json(self.extra_columns, row) or "" for row in rows])
         else:
@@ -524,38 +560,43 @@ def _flag_text(flag: bool | None) -> str | None:
     return None if flag is None else str(flag).lower()
 
 
-def _derive_patient(plan: RowPlan, columns: Sequence[Sequence[str | None]]) -> list[Sequence[str | None]]:
-    """phone_e164, phone_is_valid, email_normalised, email_is_valid for a batch of patient rows."""
-    names = plan.entity.column_names
-    region = plan.context.phone_region
+@dataclass(frozen=True)
+class Derivation:
+    """Stored columns computed from one contract column's stored value, one distinct value at a time."""
 
+    source: str  # the contract column read
+    width: int  # the stored columns produced, in table order
+    make: Callable[[LoadContext], Callable[[str], tuple]]
+
+
+def _phone_and_validity(context: LoadContext) -> Callable[[str], tuple]:
     def phone(value: str) -> tuple[str | None, str | None]:
-        e164, valid = normalise.normalise_phone(value, region)
+        e164, valid = normalise.normalise_phone(value, context.phone_region)
         return e164, _flag_text(valid)
 
+    return phone
+
+
+def _email_and_validity(context: LoadContext) -> Callable[[str], tuple]:
     def email(value: str) -> tuple[str | None, str | None]:
         normalised, valid = normalise.normalise_email(value)
         return normalised, _flag_text(valid)
 
-    e164, phone_valid = _unzip(plan.memo("phone", phone).map(columns[names.index("phone")]), 2)
-    email_norm, email_valid = _unzip(plan.memo("email", email).map(columns[names.index("email")]), 2)
-    return [e164, phone_valid, email_norm, email_valid]
+    return email
 
 
-def _derive_location(plan: RowPlan, columns: Sequence[Sequence[str | None]]) -> list[Sequence[str | None]]:
-    """phone_e164 (valid numbers only) for a batch of location rows."""
-    region = plan.context.phone_region
+def _valid_phone(context: LoadContext) -> Callable[[str], tuple]:
+    def phone(value: str) -> tuple[str | None]:
+        e164, valid = normalise.normalise_phone(value, context.phone_region)
+        return (e164 if valid else None,)
 
-    def phone(value: str) -> str | None:
-        e164, valid = normalise.normalise_phone(value, region)
-        return e164 if valid else None
-
-    return [plan.memo("phone", phone).map(columns[plan.entity.column_names.index("phone")])]
+    return phone
 
 
-_DERIVERS: dict[str, Callable[[RowPlan, Sequence[Sequence[str | None]]], list[Sequence[str | None]]]] = {
-    "patients": _derive_patient,
-    "locations": _derive_location,
+# patients: phone_e164, phone_is_valid, email_normalised, email_is_valid; locations: phone_e164 (valid only).
+DERIVATIONS: dict[str, tuple[Derivation, ...]] = {
+    "patients": (Derivation("phone", 2, _phone_and_validity), Derivation("email", 2, _email_and_validity)),
+    "locations": (Derivation("phone", 1, _valid_phone),),
 }
 
 
@@ -639,12 +680,12 @@ def _batches(pairs: Iterable[tuple[int, list[str]]]) -> Iterator[tuple[list[int]
         yield list(lines), list(rows)
 
 
-_COPY_PREFIX = ["load_id", "source_system", "location_id_loaded", "source_line"]
+COPY_PREFIX = ["load_id", "source_system", "location_id_loaded", "source_line"]
 
 
 def _copy_sql(entity: Entity) -> str:
     """COPY in text format with '' as NULL: the loader never stores empty strings (an empty cell is NULL)."""
-    cols = _COPY_PREFIX + [c.name for c in entity.table_columns] + ["extra"]
+    cols = COPY_PREFIX + [c.name for c in entity.table_columns] + ["extra"]
     return f"copy raw.{entity.name} ({', '.join(cols)}) from stdin with (format text, null '')"
 
 
@@ -718,7 +759,8 @@ def load_file(
     started = time.monotonic()
     entity = ENTITIES[mapping.entity]
     result = FileResult(file=path.name, entity=entity.name, status="loaded")
-    sha, encoding, warnings = fingerprint(path, context.encoding)
+    facts = fingerprint(path, context.encoding)
+    sha, encoding, warnings = facts.sha256, facts.encoding, facts.warnings
     result.warnings.extend(warnings)
     extract_date = extract_date_for(path, context.extract_date)
     size = path.stat().st_size
@@ -751,7 +793,7 @@ def load_file(
             result.load_id = load_id
             conn.execute("select set_config('TimeZone', %s, true)", (context.timezone,))
             may_have_duplicates = _stream_rows(
-                conn, path, mapping, context, entity, load_id, encoding, result, progress, rows_source
+                conn, path, mapping, context, entity, load_id, facts, result, progress, rows_source
             )
             duplicates = 0
             if may_have_duplicates:
@@ -830,6 +872,20 @@ def _record_rejection(conn, key, path, size, sha, extract_date, encoding, result
         ).fetchone()[0]  # fmt: skip
 
 
+def duplicate_key_positions(entity: Entity) -> list[int]:
+    """Positions, among a stored row's columns (``extra`` last), of those whose text decides a duplicate.
+
+    The entity's key when it is a single text column (an id), else every column whose stored text is
+    canonical: all but timestamps and numerics, whose different spellings can be equal in PostgreSQL.
+    Rows with different text in these columns cannot be exact duplicates.
+    """
+    columns = [*entity.table_columns, Column("extra", "jsonb")]
+    names = [c.name for c in columns]
+    if len(entity.key) == 1 and entity.column(entity.key[0]).type == "text":
+        return [names.index(entity.key[0])]
+    return [i for i, c in enumerate(columns) if c.type not in {"timestamp", "numeric"}]
+
+
 class _DuplicateGuard:
     """Proves in-stream, when it can, that a file has no exact duplicate rows, so the SQL pass can be skipped.
 
@@ -843,12 +899,7 @@ class _DuplicateGuard:
     """
 
     def __init__(self, entity: Entity, limit: int = DUPLICATE_GUARD_LIMIT) -> None:
-        columns = [*entity.table_columns, Column("extra", "jsonb")]
-        names = [c.name for c in columns]
-        if len(entity.key) == 1 and entity.column(entity.key[0]).type == "text":
-            self.positions = [names.index(entity.key[0])]
-        else:
-            self.positions = [i for i, c in enumerate(columns) if c.type not in {"timestamp", "numeric"}]
+        self.positions = duplicate_key_positions(entity)
         self.limit = limit
         self.count = 0
         self.hashes: list[np.ndarray] | None = []
@@ -951,7 +1002,7 @@ class _RowSink:
         self.quarantine = csv.writer(spool, lineterminator="\n")
         self.load_id = load_id
         self.constants = (str(load_id), context.source_system, context.location_id)
-        self.fields = len(_COPY_PREFIX) + len(plan.entity.table_columns) + 1
+        self.fields = len(COPY_PREFIX) + len(plan.entity.table_columns) + 1
         self.delimiter = delimiter
         self.result = result
         self.guard = _DuplicateGuard(plan.entity)
@@ -1004,7 +1055,7 @@ class _RowSink:
             self.result.rows_loaded += 1
         if stored:
             self.copy.write(_copy_text(stored, self.fields))
-            self.guard.add(_unzip(stored, self.fields)[len(_COPY_PREFIX) :])
+            self.guard.add(_unzip(stored, self.fields)[len(COPY_PREFIX) :])
 
     def _quarantine(self, line: int, row: list[str], problems: list[tuple[str, str]]) -> None:
         column = problems[0][0] or None
@@ -1037,21 +1088,60 @@ def _stream_rows(
     context: LoadContext,
     entity: Entity,
     load_id: int,
-    encoding: str,
+    facts: Fingerprint,
     result: FileResult,
     progress: Callable[[int], None] | None,
     rows_source,
 ) -> bool:
-    """COPY the file's good rows and quarantine the bad; True when the SQL duplicate pass is still needed."""
+    """COPY the file's good rows and quarantine the bad; True when the SQL duplicate pass is still needed.
+
+    A UTF-8 delimited file goes column by column through Arrow (``reactivation.ingest.columnar``) when its
+    rows and lines agree; otherwise, or when that path gives up part-way (its COPY is rolled back to a
+    savepoint), row by row.
+    """
+    from reactivation.ingest import columnar
+
+    args = (conn, path, mapping, context, entity, load_id, facts.encoding, result, progress)
+    if rows_source is None and not facts.has_nul and columnar.applies(facts.encoding, mapping.delimiter):
+        warnings = len(result.warnings)
+        try:
+            with conn.transaction():
+                return _stream(*args, rows_source=None, lines=facts.lines)
+        except columnar.NotColumnar:
+            result.rows_read = result.rows_loaded = result.rows_quarantined = 0
+            del result.warnings[warnings:]
+    return _stream(*args, rows_source=rows_source, lines=None)
+
+
+def _stream(
+    conn: psycopg.Connection,
+    path: Path,
+    mapping: FileMapping,
+    context: LoadContext,
+    entity: Entity,
+    load_id: int,
+    encoding: str,
+    result: FileResult,
+    progress: Callable[[int], None] | None,
+    *,
+    rows_source,
+    lines: int | None,
+) -> bool:
+    """One way of loading: column by column when ``lines`` (the file's line count) is given, else row by row."""
+    from reactivation.ingest import columnar
+
+    by_column = lines is not None
     with contextlib.ExitStack() as stack:
-        if rows_source is not None:
+        if by_column:
+            header = columnar.read_header(path, mapping.delimiter)
+        elif rows_source is not None:
             header, pairs = rows_source()
             batches = _batches(pairs)
         else:
             text = stack.enter_context(_text_of(path, encoding, progress))
             header, batches = _without_header(_csv_batches(text, mapping.delimiter))
-            if header is None or not any(cell.strip() for cell in header):
-                raise FileRejected("the file is empty (no header row); ask the source for a complete extract")
+        if rows_source is None and (header is None or not any(cell.strip() for cell in header)):
+            raise FileRejected("the file is empty (no header row); ask the source for a complete extract")
         if header and header[0].startswith("\ufeff"):
             header = [header[0].lstrip("\ufeff"), *header[1:]]  # a BOM under a declared encoding
         plan = RowPlan(entity, mapping, header, context)
@@ -1061,10 +1151,21 @@ def _stream_rows(
         cur = stack.enter_context(conn.cursor())
         restore = _skip_fk_checks_during_copy(conn, entity)
         stack.enter_context(_garbage_collection_paused())
-        with cur.copy(_copy_sql(entity), writer=_BackgroundWriter(cur)) as copy:
-            sink = _RowSink(plan, copy, spool, load_id, context, mapping.delimiter, result)
-            for lines, rows in batches:
-                sink.add_batch(lines, rows)
+        if by_column:
+            sink = columnar.ColumnarBatches(
+                plan,
+                result,
+                csv.writer(spool, lineterminator="\n"),
+                (str(load_id), context.source_system, context.location_id),
+                mapping.delimiter,
+            )
+            with cur.copy(_copy_sql(entity), writer=_BackgroundWriter(cur)) as copy:
+                columnar.stream(path, plan.width, mapping.delimiter, lines, sink, copy.write, progress)
+        else:
+            with cur.copy(_copy_sql(entity), writer=_BackgroundWriter(cur)) as copy:
+                sink = _RowSink(plan, copy, spool, load_id, context, mapping.delimiter, result)
+                for lines, rows in batches:
+                    sink.add_batch(lines, rows)
         if restore is not None:
             conn.execute("select set_config('session_replication_role', %s, true)", (restore,))
         if result.rows_quarantined:
