@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from datetime import date
+from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
@@ -16,6 +16,7 @@ from reactivation.outreach.planning import plan_outreach
 from reactivation.outreach.providers.call_list import CallOutcomeError, export_call_lists, import_outcomes
 
 AS_OF = date(2026, 11, 2)
+MIDDAY = datetime(2026, 11, 2, 18, 0, tzinfo=UTC)  # inside the calling window wherever the practice is
 
 
 def _plan_calls(url: str) -> None:
@@ -37,7 +38,7 @@ def test_call_list_export_and_outcomes_read_back(warehouse: str, tmp_path) -> No
         )
     _plan_calls(warehouse)
     for batch_id in ("2026-11-02:loc_a:call", "2026-11-02:loc_b:call"):
-        assert send_one_batch(warehouse, batch_id)["accepted"] >= 1
+        assert send_one_batch(warehouse, batch_id, clock=lambda: MIDDAY)["accepted"] >= 1
     files = export_call_lists(warehouse, AS_OF, tmp_path)
     assert sorted(files) == ["loc_a", "loc_b"]
     path = files["loc_a"]

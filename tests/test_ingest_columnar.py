@@ -213,3 +213,33 @@ def test_copy_text_escapes_what_the_copy_text_format_needs() -> None:
     table = pa.table({"a": pa.array(['x"y', "t\tab", "n\nl", "c\rr", "b\\s", None, "plain"])})
     assert columnar.copy_text(table) == b"x\\x22y\nt\\tab\nn\\nl\nc\\rr\nb\\\\s\n\nplain\n"
     assert columnar.copy_text(pa.table({"a": pa.array(["plain", None])})) == b"plain\n\n"
+
+
+def test_arrow_phone_and_email_rules_give_what_the_python_ones_give() -> None:
+    import pyarrow as pa
+
+    from reactivation.ingest import normalise, normalise_arrow
+
+    rng = random.Random(5)
+    phones = ["", "123", "+44 20 7946 0958", "(402)680-2498", "402-680-249", "1-402-680-2498", "٤٠٢٦٨٠٢٤٩٨"]
+    for _ in range(3000):
+        digits = "".join(rng.choice("0123456789") for _ in range(10))
+        a, b, c = digits[:3], digits[3:6], digits[6:]
+        phones.append(
+            rng.choice([f"{a}-{b}-{c}", f"({a}) {b}-{c}", f"{a}.{b}.{c}", digits, f"+1 {a} {b} {c}", f"+1{digits}"])
+        )
+    emails = ["", "Ann@Example.COM", "bad@", "a..b@x.com", " x@y.org", "é@Ünï.de", "A@B@C.com", "x@-y.com"]
+    for _ in range(2000):
+        local = "".join(rng.choice("abcXYZ.+_-'09") for _ in range(rng.randint(1, 8)))
+        domain = "".join(rng.choice("abcDEF-09.") for _ in range(rng.randint(1, 12)))
+        emails.append(f"{local}@{domain}")
+
+    def flag(valid: bool | None) -> str | None:
+        return None if valid is None else str(valid).lower()
+
+    got = normalise_arrow.phones(pa.array(phones), "US")
+    want = [normalise.normalise_phone(v, "US") for v in phones]
+    assert list(zip(got[0].to_pylist(), got[1].to_pylist(), strict=True)) == [(e, flag(ok)) for e, ok in want]
+    got = normalise_arrow.emails(pa.array(emails))
+    want = [normalise.normalise_email(v) for v in emails]
+    assert list(zip(got[0].to_pylist(), got[1].to_pylist(), strict=True)) == [(e, flag(ok)) for e, ok in want]

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from reactivation.ingest import normalise_arrow
 from reactivation.ingest.loader import (
     _CANONICAL,
     COPY_PREFIX,
@@ -36,6 +37,8 @@ from reactivation.ingest.loader import (
     RowPlan,
     _CellMemo,
     _CompiledColumn,
+    _email_and_validity,
+    _phone_and_validity,
     duplicate_key_positions,
 )
 
@@ -43,6 +46,13 @@ BLOCK_BYTES = 1 << 20  # bytes Arrow parses per batch
 KEY_BYTES_LIMIT = 128 << 20  # keys kept per file for the duplicate guard
 _UTF8 = {"utf-8", "utf-8-sig", "utf8"}
 _ARROW_TYPES = {"date": pa.date32(), "timestamp": pa.timestamp("s")}
+
+
+# The loader's derivations that have a whole-column version (``normalise_arrow``); the rest go value by value.
+_ARROW_DERIVATIONS = {
+    _phone_and_validity: lambda context, values: normalise_arrow.phones(values, context.phone_region),
+    _email_and_validity: lambda context, values: normalise_arrow.emails(values),
+}
 
 
 class NotColumnar(Exception):
@@ -207,7 +217,12 @@ class ColumnarBatches:
         names = self.plan.entity.column_names
         derived: list[pa.Array] = []
         for derivation in self.plan.derivations:
-            encoded = pc.fill_null(columns[names.index(derivation.source)], "").dictionary_encode()
+            source = pc.fill_null(columns[names.index(derivation.source)], "")
+            vectorised = _ARROW_DERIVATIONS.get(derivation.make)
+            if vectorised is not None:
+                derived.extend(_null_if_empty(pc.fill_null(c, "")) for c in vectorised(self.plan.context, source))
+                continue
+            encoded = source.dictionary_encode()
             results = self.plan.derivation_memo(derivation).map(encoded.dictionary.to_pylist())
             for values in zip(*results, strict=True) if results else [()] * derivation.width:
                 derived.append(_null_if_empty(pa.array([v or "" for v in values], pa.string()).take(encoded.indices)))
