@@ -37,13 +37,12 @@ from reactivation.ingest.loader import (
     RowPlan,
     _CellMemo,
     _CompiledColumn,
+    _DuplicateGuard,
     _email_and_validity,
     _phone_and_validity,
-    duplicate_key_positions,
 )
 
 BLOCK_BYTES = 1 << 20  # bytes Arrow parses per batch
-KEY_BYTES_LIMIT = 128 << 20  # keys kept per file for the duplicate guard
 _UTF8 = {"utf-8", "utf-8-sig", "utf8"}
 _ARROW_TYPES = {"date": pa.date32(), "timestamp": pa.timestamp("s")}
 
@@ -118,7 +117,7 @@ class ColumnarBatches:
         self.quarantine = quarantine  # a csv.writer
         self.constants = constants  # load_id, source_system, location_id
         self.delimiter = delimiter
-        self.guard = _DistinctKeys(duplicate_key_positions(plan.entity))
+        self.guard = _DuplicateGuard(plan.entity)
         self.limit = csv.field_size_limit()
         names = [c.name for c in plan.entity.table_columns]
         self.names = [*COPY_PREFIX, *names, "extra"]
@@ -259,40 +258,12 @@ class ColumnarBatches:
             self.quarantine.writerow([self.constants[0], first_line + row, column, reason, self.delimiter.join(cells)])
 
     def _guard(self, columns: list[pa.Array]) -> None:
-        keys = [pc.fill_null(columns[i], "") for i in self.guard.positions]
-        self.guard.add(keys[0] if len(keys) == 1 else pc.binary_join_element_wise(*keys, "\x1f"))
-
-
-class _DistinctKeys:
-    """``_DuplicateGuard`` on Arrow arrays: distinct keys prove distinct rows, so the SQL duplicate pass may go.
-
-    The keys (the entity's id, or the canonical columns joined) are kept until the end of the file and
-    counted by Arrow's hash table; past ``limit_bytes`` of keys the guard gives up and the SQL pass runs.
-    """
-
-    def __init__(self, positions: list[int], limit_bytes: int = KEY_BYTES_LIMIT) -> None:
-        self.positions = positions
-        self.limit_bytes = limit_bytes
-        self.keys: list[pa.Array] | None = []
-        self.size = 0
-
-    def add(self, keys: pa.Array) -> None:
-        if self.keys is None:
+        """Hash each stored row's key for the duplicate guard (``_DuplicateGuard``: 8 bytes a row)."""
+        if self.guard.hashes is None:
             return
-        self.size += keys.nbytes
-        if self.size > self.limit_bytes:
-            self.keys = None
-        else:
-            self.keys.append(keys)
-
-    def may_have_duplicates(self) -> bool:
-        if self.keys is None:
-            return True
-        if not self.keys:
-            return False
-        keys = pa.chunked_array(self.keys)
-        self.keys = []
-        return pc.count_distinct(keys, mode="all").as_py() != len(keys)
+        keys = [pc.fill_null(columns[i], "") for i in self.guard.positions]
+        joined = keys[0] if len(keys) == 1 else pc.binary_join_element_wise(*keys, "\x1f")
+        self.guard.add_hashes(np.fromiter(map(hash, joined.to_numpy(zero_copy_only=False)), dtype=np.int64))
 
 
 def read_header(path: Path, delimiter: str) -> list[str] | None:

@@ -914,7 +914,12 @@ class _DuplicateGuard:
             keys = zip(*(columns[i] for i in self.positions), strict=True)
         if keep is not None:
             keys = compress(keys, keep)
-        hashes = np.fromiter(map(hash, keys), dtype=np.int64)
+        self.add_hashes(np.fromiter(map(hash, keys), dtype=np.int64))
+
+    def add_hashes(self, hashes: np.ndarray) -> None:
+        """Record rows by the 8-byte hashes of their keys."""
+        if self.hashes is None:
+            return
         self.count += len(hashes)
         if self.count > self.limit:
             self.hashes = None
