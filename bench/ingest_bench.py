@@ -320,6 +320,7 @@ def run_ours(
 
 def child_load(url: str, folder: Path, workers: int | None) -> int:
     """The child side of run_ours: load, sampling this process's RSS, and report as JSON on stdout."""
+    from reactivation.ingest import columnar  # noqa: F401  (imported by the loader on first use: an import, not load work)
     from reactivation.ingest.pipeline import load_path
     from reactivation.settings import get_settings
 
