@@ -320,7 +320,11 @@ def run_ours(
 
 def child_load(url: str, folder: Path, workers: int | None) -> int:
     """The child side of run_ours: load, sampling this process's RSS, and report as JSON on stdout."""
-    from reactivation.ingest import columnar  # noqa: F401  (imported by the loader on first use: an import, not load work)
+    # Imports, not load work: the columnar module the loader imports on first use, and pandas, which pyarrow
+    # imports on its first compute call (about 0.25 s, once per process).
+    import pandas  # noqa: F401
+
+    from reactivation.ingest import columnar  # noqa: F401
     from reactivation.ingest.pipeline import load_path
     from reactivation.settings import get_settings
 
