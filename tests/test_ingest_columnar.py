@@ -125,24 +125,35 @@ def test_dirty_generated_extract_stores_the_same_rows(
     }
 
 
+PATIENT_HEADER = "patient_id,first_name,last_name,birth_date,sex,phone,email,language"
+
+
+def _patients_both_ways(
+    warehouse: str, folder: Path, monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> tuple[dict, dict, dict[str, str]]:
+    """Load ``data`` as the folder's patients.csv both ways (see ``_load_both``); also assert they agree."""
+    (folder / "patients.csv").write_bytes(data)
+    chosen, by_rows, paths = _load_both(
+        warehouse, monkeypatch, lambda: load_path(warehouse, folder, fmt="csv", location="c").as_dict()
+    )
+    assert chosen == by_rows
+    return chosen, by_rows, paths
+
+
 @pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
 def test_line_endings_and_bom_stay_columnar(
     warehouse: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
 ) -> None:
     rows = [
-        "patient_id,first_name,last_name,birth_date,sex,phone,email,language",
+        PATIENT_HEADER,
         "p1,Ann,Lee,1980-01-02,F,402-680-2498,ann@example.com,en",
         'p2,"Bo, Jr.",Park,1975-13-01,M,,,es',
         "p3,Cy,Moss,1990-07-08,X,(402) 555-0199,cy@,en",
     ]
     data = ("\ufeff" + ending.join(rows)).encode("utf-8")  # no line break after the last row
-    (tmp_path / "patients.csv").write_bytes(data)
-    chosen, by_rows, paths = _load_both(
-        warehouse, monkeypatch, lambda: load_path(warehouse, tmp_path, fmt="csv", location="c").as_dict()
-    )
-    assert chosen == by_rows
+    chosen, _, paths = _patients_both_ways(warehouse, tmp_path, monkeypatch, data)
     assert paths == {"patients.csv": "columnar"}
-    assert [row[0] for row in chosen["quarantine"]] == [_load_id(chosen)] * 2
+    assert [row[0] for row in chosen["quarantine"]] == [chosen["load_manifest"][0][0]] * 2
     assert sorted(row[1] for row in chosen["quarantine"]) == [3, 4]  # line numbers survive every ending
 
 
@@ -150,23 +161,11 @@ def test_line_endings_and_bom_stay_columnar(
 def test_dates_arrow_would_take_are_judged_as_python_judges_them(
     warehouse: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, birth_date: str
 ) -> None:
-    rows = [
-        "patient_id,first_name,last_name,birth_date,sex,phone,email,language",
-        "p1,Ann,Lee,1980-01-02,F,,,en",
-        f"p2,Bo,Park,{birth_date},M,,,es",
-    ]
-    (tmp_path / "patients.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    chosen, by_rows, paths = _load_both(
-        warehouse, monkeypatch, lambda: load_path(warehouse, tmp_path, fmt="csv", location="c").as_dict()
-    )
-    assert chosen == by_rows
+    rows = [PATIENT_HEADER, "p1,Ann,Lee,1980-01-02,F,,,en", f"p2,Bo,Park,{birth_date},M,,,es"]
+    chosen, _, paths = _patients_both_ways(warehouse, tmp_path, monkeypatch, ("\n".join(rows) + "\n").encode())
     assert paths == {"patients.csv": "columnar"}
     if birth_date in {"0000-01-01", "2023-02-29"}:  # no year 0; 2023 is not a leap year
         assert len(chosen["quarantine"]) == 1
-
-
-def _load_id(snapshot: dict) -> int:
-    return snapshot["load_manifest"][0][0]
 
 
 @pytest.mark.parametrize(
@@ -183,12 +182,7 @@ def _load_id(snapshot: dict) -> int:
 def test_files_whose_rows_and_lines_differ_go_row_by_row(
     warehouse: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str
 ) -> None:
-    header = "patient_id,first_name,last_name,birth_date,sex,phone,email,language\n"
-    (tmp_path / "patients.csv").write_text(header + body, encoding="utf-8")
-    chosen, by_rows, paths = _load_both(
-        warehouse, monkeypatch, lambda: load_path(warehouse, tmp_path, fmt="csv", location="c").as_dict()
-    )
-    assert chosen == by_rows
+    _, _, paths = _patients_both_ways(warehouse, tmp_path, monkeypatch, (PATIENT_HEADER + "\n" + body).encode())
     assert paths == {"patients.csv": "rows"}  # tried, gave up, rolled back, loaded row by row
 
 
