@@ -1,7 +1,7 @@
 """Column-at-a-time loading of delimited files with Apache Arrow: the loader's fast path.
 
 Why: checking and normalising every cell in Python costs several times what PostgreSQL spends storing
-the row. Arrow's CSV reader parses in C++ on all cores, and its compute functions strip cells, check
+the row. Arrow's CSV reader parses in C++, and its compute functions strip cells, check
 canonical dates and timestamps and write the COPY input without a Python call per cell. Python still
 decides every value that is not plain: codes, mapped values, dates in other formats and derived columns
 go through the plan's memos one *distinct* value at a time, and a row with any problem goes through
@@ -126,7 +126,7 @@ class ColumnarBatches:
         """The batch's good rows as a table of the COPY's columns (None when none is good)."""
         count = batch.num_rows
         cells = batch.columns
-        if any(pc.max(pc.binary_length(c)).as_py() > self.limit for c in cells):
+        if any((pc.max(pc.binary_length(c)).as_py() or 0) > self.limit for c in cells):
             raise NotColumnar("a cell longer than the CSV field limit")
         bad = np.zeros(count, dtype=bool)
         columns: list[pa.Array] = []
