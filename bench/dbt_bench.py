@@ -47,19 +47,11 @@ import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
 from reactivation.embedded_warehouse import EmbeddedWarehouse  # noqa: E402
+from reactivation.transform import INCREMENTAL_CHECKED_TABLES, mart_fingerprints  # noqa: E402
 
 FULL_TARGET_SECONDS = 600.0
 DELTA_TARGET_SECONDS = 180.0
 DATABASE = "bench_dbt"
-# The marts (and identity tables) an incremental run must build exactly as a full rebuild does.
-COMPARED_TABLES = [
-    "marts.person_sources",
-    "marts.persons",
-    "intermediate.int_households",
-    "marts.care_gaps",
-    "marts.outreach_candidates",
-    "marts.outreach_suppressions",
-]
 
 
 class ServerCpu:
@@ -273,18 +265,6 @@ def load_extract(url: str, extract: Path, extract_date: date) -> int:
     return rows
 
 
-def fingerprints(url: str) -> dict[str, tuple[int, str]]:
-    """Row count and an order-independent hash of every compared table."""
-    found = {}
-    with psycopg.connect(url) as conn:
-        for table in COMPARED_TABLES:
-            found[table] = conn.execute(
-                f"select count(*), md5(coalesce(string_agg(row_hash, '' order by row_hash), ''))"
-                f" from (select md5(t::text) as row_hash from {table} as t) as hashed"
-            ).fetchone()
-    return found
-
-
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -327,11 +307,11 @@ def main(argv: list[str] | None = None) -> int:
                                   target=DELTA_TARGET_SECONDS)  # fmt: skip
         ok = full["success"] and incremental["success"]
         if args.verify:
-            incremental_marts = fingerprints(url)
+            incremental_marts = mart_fingerprints(url)
             timed_build(url, server, as_of=next_day, label="full refresh after the delta (check)",
                         target=FULL_TARGET_SECONDS, full_refresh=True)  # fmt: skip
-            rebuilt_marts = fingerprints(url)
-            for table in COMPARED_TABLES:
+            rebuilt_marts = mart_fingerprints(url)
+            for table in INCREMENTAL_CHECKED_TABLES:
                 same = incremental_marts[table] == rebuilt_marts[table]
                 ok = ok and same
                 print(f"   {table:<36} {'same' if same else 'DIFFERENT'} ({rebuilt_marts[table][0]:,} rows)")

@@ -32,6 +32,20 @@ def isolated_state(prefix: str) -> tuple[Path, pytest.MonkeyPatch]:
     return tmp, patch
 
 
+def release_state(tmp: Path, patch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Undo ``isolated_state``; keep the folder (run logs, Airflow's, the warehouse's) when a test failed."""
+    import shutil
+
+    from reactivation.settings import get_settings
+
+    patch.undo()
+    get_settings.cache_clear()
+    if request.session.testsfailed:
+        print(f"kept for inspection: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def generate(out: Path, *, patients: int, locations: int, seed: int, as_of: date) -> None:
     """`reactivation generate` as an operator runs it."""
     made = subprocess.run(

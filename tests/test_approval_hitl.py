@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from nightly_setup import generate, isolated_state, set_timezone, write_sources
+from nightly_setup import generate, isolated_state, release_state, set_timezone, write_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -211,7 +210,7 @@ def stack(request) -> Iterator[dict]:
     from reactivation.local_services import local_providers
     from reactivation.nightly_run import airflow_env, ensure_airflow_db
     from reactivation.sandbox.clients import SandboxControl
-    from reactivation.settings import Settings, get_settings
+    from reactivation.settings import Settings
     from reactivation.warehouse import ensure_schema, warehouse_url
 
     tmp, patch = isolated_state("hitl")
@@ -246,12 +245,7 @@ def stack(request) -> Iterator[dict]:
             finally:
                 api.stop()
     finally:
-        patch.undo()
-        get_settings.cache_clear()
-        if request.session.testsfailed:
-            print(f"kept for inspection: {tmp}")  # logs of the runs, Airflow's and the warehouse's
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        release_state(tmp, patch, request)
 
 
 def _twilio_recipients(sandbox) -> Counter:

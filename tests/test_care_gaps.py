@@ -262,28 +262,6 @@ def test_a_rule_switched_off_in_the_seed_has_no_rows(
 
 # -- incremental builds --------------------------------------------------------------------
 
-# The marts (and identity tables) a nightly incremental build must leave exactly as a full rebuild.
-COMPARED_TABLES = [
-    "marts.person_sources",
-    "marts.persons",
-    "intermediate.int_households",
-    "marts.care_gaps",
-    "marts.outreach_candidates",
-    "marts.outreach_suppressions",
-]
-
-
-def _table_hashes(url: str) -> dict[str, tuple[int, str]]:
-    """Row count and an order-independent hash of every compared table."""
-    with psycopg.connect(url) as conn:
-        return {
-            table: conn.execute(
-                f"select count(*), md5(coalesce(string_agg(row_hash, '' order by row_hash), ''))"
-                f" from (select md5(t::text) as row_hash from {table} as t) as hashed"
-            ).fetchone()
-            for table in COMPARED_TABLES
-        }
-
 
 def _write_delta(extract: Path, delta: Path, day: date) -> dict[str, list[str]]:
     """The next day's extract of one location: changed phones, new appointments and visits, a new patient."""
@@ -325,7 +303,7 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
     outreach marts must equal what a ``dbt build --full-refresh`` builds from the same raw layer."""
     from reactivation.generate import generate_extract
     from reactivation.settings import get_settings
-    from reactivation.transform import run_dbt, run_dbt_build
+    from reactivation.transform import mart_fingerprints, run_dbt, run_dbt_build
 
     monkeypatch.setenv("REACTIVATION_STATE_DIR", str(tmp_path / "state"))
     get_settings.cache_clear()
@@ -338,7 +316,7 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
         ]
     first = run_dbt_build(warehouse, as_of=AS_OF)
     assert first["success"], first
-    before = _table_hashes(warehouse)
+    before = mart_fingerprints(warehouse)
 
     next_day = date(2026, 11, 2)
     delta = tmp_path / "delta" / locations[0]
@@ -351,12 +329,12 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
     results = json.loads((tmp_path / "state" / "dbt" / "target" / "run_results.json").read_text())["results"]
     staged = {r["unique_id"].rsplit(".", 1)[1]: r["adapter_response"].get("rows_affected") for r in results}
     assert staged["stg_emr__patients"] == 4  # the delta's rows only, not the whole extract again
-    after_delta = _table_hashes(warehouse)
+    after_delta = mart_fingerprints(warehouse)
     assert after_delta["marts.persons"] != before["marts.persons"]  # the delta changed something downstream
 
     process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day)
     assert process.returncode == 0, process.stdout[-3000:]
-    assert _table_hashes(warehouse) == after_delta
+    assert mart_fingerprints(warehouse) == after_delta
 
     # A corrected re-delivery of the delta's appointments (same file, same extract date) supersedes the
     # first one: its rows leave staging (a full rebuild of that model), and the marts follow.
@@ -366,7 +344,7 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
     redelivered = load_path(warehouse, delta, fmt="csv", location=locations[0], extract_date=next_day)
     assert any(file.superseded for file in redelivered.files), redelivered.as_dict()
     assert run_dbt_build(warehouse, as_of=next_day)["success"]
-    after_redelivery = _table_hashes(warehouse)
+    after_redelivery = mart_fingerprints(warehouse)
     process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day)
     assert process.returncode == 0, process.stdout[-3000:]
-    assert _table_hashes(warehouse) == after_redelivery
+    assert mart_fingerprints(warehouse) == after_redelivery

@@ -23,7 +23,6 @@ where it is night, so its touches are ``deferred`` to its 08:00. Then
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from nightly_setup import generate, isolated_state, set_timezone, write_sources
+from nightly_setup import generate, isolated_state, release_state, set_timezone, write_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -104,7 +103,7 @@ def events(request) -> Iterator[dict]:
     from reactivation.local_services import SANDBOX_FROM_NUMBER, local_providers, provider_connections
     from reactivation.nightly_run import airflow_env
     from reactivation.sandbox.clients import SandboxControl
-    from reactivation.settings import Settings, get_settings
+    from reactivation.settings import Settings
     from reactivation.warehouse import ensure_schema, warehouse_url
 
     tmp, patch = isolated_state("events")
@@ -224,12 +223,7 @@ def events(request) -> Iterator[dict]:
                     "night_zone": zones["loc_02"],
                 }
     finally:
-        patch.undo()
-        get_settings.cache_clear()
-        if request.session.testsfailed:
-            print(f"kept for inspection: {tmp}")  # logs of the runs, Airflow's and the warehouse's
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        release_state(tmp, patch, request)
 
 
 def test_the_night_left_unknown_sends_and_deferred_touches(events) -> None:

@@ -121,3 +121,28 @@ def run_dbt_build(
     }
     log.info("dbt build success=%s nodes=%s", success, statuses)
     return summary
+
+
+# The marts (and identity tables) a nightly incremental build must leave exactly as a full rebuild does.
+INCREMENTAL_CHECKED_TABLES = (
+    "marts.person_sources",
+    "marts.persons",
+    "intermediate.int_households",
+    "marts.care_gaps",
+    "marts.outreach_candidates",
+    "marts.outreach_suppressions",
+)
+
+
+def mart_fingerprints(url: str) -> dict[str, tuple[int, str]]:
+    """Row count and an order-independent hash of every table in ``INCREMENTAL_CHECKED_TABLES``."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return {
+            table: conn.execute(
+                f"select count(*), md5(coalesce(string_agg(row_hash, '' order by row_hash), ''))"
+                f" from (select md5(t::text) as row_hash from {table} as t) as hashed"
+            ).fetchone()
+            for table in INCREMENTAL_CHECKED_TABLES
+        }
