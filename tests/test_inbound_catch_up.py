@@ -155,6 +155,34 @@ def test_the_send_clock_setting_decides_the_sending_window(
     assert q(wh, "select count(*) from ops.outbox where state = 'accepted'")[0][0] == 2
 
 
+def test_the_send_clock_is_refused_when_a_connection_leaves_this_machine(
+    wh: str, sandbox: SandboxControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A made-up now is for the local sandbox only: pointed at a real API, nothing is sent."""
+    import dataclasses
+
+    from reactivation.outreach.approval import decide_batches
+    from reactivation.outreach.config import load_config
+    from reactivation.outreach.delivery import SendClockRefused, send_clock, send_one_batch
+    from reactivation.outreach.planning import plan_outreach
+    from reactivation.settings import get_settings
+
+    monkeypatch.setenv("REACTIVATION_SEND_CLOCK", "2026-11-02T18:00:00Z")
+    get_settings.cache_clear()
+    assert send_clock("sms") == datetime(2026, 11, 2, 18, 0, tzinfo=UTC)  # the sandbox is on 127.0.0.1
+    plan_outreach(wh, as_of=AS_OF, dag_run_id="run-1", config=dataclasses.replace(load_config(), holdout_share=0.0))
+    decide_batches(wh, as_of=AS_OF, decision="approve", decided_by="test")
+    (batch,) = [r[0] for r in q(wh, "select batch_id from ops.batches order by 1")]
+    monkeypatch.setenv("AIRFLOW_CONN_SMS_DEFAULT", "sms://AC123:token@api.twilio.com?from_number=%2B15550001111")
+    with pytest.raises(SendClockRefused, match="sms_default points beyond this machine"):
+        send_one_batch(wh, batch, sleep=lambda s: None)
+    assert q(wh, "select count(*) from ops.outbox where state = 'accepted'")[0][0] == 0
+    assert send_clock("call_list") == datetime(2026, 11, 2, 18, 0, tzinfo=UTC)  # staff, not patients, read it
+    monkeypatch.delenv("REACTIVATION_SEND_CLOCK")
+    get_settings.cache_clear()
+    assert send_clock("sms") is None  # unset: the wall clock, wherever the connection points
+
+
 def test_a_local_run_sends_inside_every_us_sending_window() -> None:
     from zoneinfo import ZoneInfo
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+import ipaddress
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from reactivation.outreach.config import load_config
 from reactivation.outreach.connections import provider_connection
@@ -15,6 +17,41 @@ from reactivation.warehouse import connect
 
 SENDGRID_CONN_ID = "sendgrid_default"
 SMS_CONN_ID = "sms_default"
+CHANNEL_CONN_IDS = {"email": SENDGRID_CONN_ID, "sms": SMS_CONN_ID}
+
+
+class SendClockRefused(RuntimeError):
+    """REACTIVATION_SEND_CLOCK is set while a channel's connection leaves this machine."""
+
+
+def _is_local(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def send_clock(channel: str) -> datetime | None:
+    """The instant the send stage takes as now for ``channel``, or None for the wall clock.
+
+    The setting exists for replays against the local sandbox. A message that reaches a real
+    phone or inbox goes by the wall clock, so quiet hours are never judged on a made-up time:
+    with the setting present and the channel's connection pointing anywhere but this machine,
+    the send stage stops before it sends anything.
+    """
+    instant = get_settings().reactivation_send_clock
+    if instant is None:
+        return None
+    conn_id = CHANNEL_CONN_IDS.get(channel)
+    if conn_id is not None and not _is_local(provider_connection(conn_id).base_url):
+        raise SendClockRefused(
+            f"REACTIVATION_SEND_CLOCK is set but {conn_id} points beyond this machine: "
+            "real messages go by the wall clock; unset REACTIVATION_SEND_CLOCK"
+        )
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
 def build_provider(url: str, channel: str, as_of) -> Provider:
@@ -36,9 +73,7 @@ def send_one_batch(url: str, batch_id: str, **overrides) -> dict:
     if row is None:
         return {"batch_id": batch_id, "skipped": "no such batch"}
     channel, as_of = row
-    send_clock = get_settings().reactivation_send_clock
-    if send_clock is not None and "clock" not in overrides:
-        instant = send_clock if send_clock.tzinfo else send_clock.replace(tzinfo=UTC)
+    if "clock" not in overrides and (instant := send_clock(channel)) is not None:
         overrides["clock"] = lambda: instant
     summary = send_batch(
         url,
