@@ -1,3 +1,8 @@
+{#- Sorts of several million rows (closing events, coverage ranking): 1 GB per sort or hash
+    keeps them in memory on a box where only two dbt threads run (the project default is
+    256 MB; this hook runs after it). -#}
+{{ config(pre_hook="{% if target.type == 'postgres' %}set local work_mem = '1GB'{% endif %}") }}
+
 -- One row per person per enabled care-gap rule whose population the person is in,
 -- with the rule's status on the as-of date. Everything a rule needs comes from
 -- the catalog (seeds/rules): who it applies to, which value sets close it and
@@ -37,46 +42,78 @@ run_parameters as (
 ),
 
 -- population: demographics, practice type, required conditions, exclusions --------
+-- Interval rules apply to everyone in their population; event-driven rules only to
+-- the people with a trigger of the rule, so those pairs start from the triggers.
+-- The value sets a rule names (conditions, exclusions, short interval) are matched
+-- against each person's list once per value set, not once per person and rule.
 
-population_checks as (
+rule_requirements as (
+    select
+        rules.rule_id,
+        count(case when rule_value_sets.value_set_role = 'condition' then 1 end) as condition_count,
+        count(case when rule_value_sets.value_set_role = 'closing' then 1 end) as closing_value_set_count
+    from rules
+    left join rule_value_sets
+        on rules.rule_id = rule_value_sets.rule_id
+    group by rules.rule_id
+),
+
+-- Each person's value sets as rows (the list in int_person_facts is '|a|b|').
+person_value_sets as (
     select
         person_facts.person_id,
-        rules.rule_id,
-        sum(
-            case
-                when
-                    rule_value_sets.value_set_role = 'condition'
-                    and person_facts.active_value_set_ids
-                    not like {{ dbt.concat(["'%|'", "rule_value_sets.value_set_id", "'|%'"]) }}
-                    then 1
-                else 0
-            end
-        ) as missing_condition_count,
+        listed.value_set_id
+    from person_facts
+    cross join lateral unnest(string_to_array(trim(both '|' from person_facts.active_value_set_ids), '|')) as listed (value_set_id)
+    where person_facts.active_value_set_ids != '|'
+),
+
+person_rule_value_sets as (
+    select
+        person_value_sets.person_id,
+        rule_value_sets.rule_id,
+        count(case when rule_value_sets.value_set_role = 'condition' then 1 end) as matched_condition_count,
         min(
-            case
-                when
-                    rule_value_sets.value_set_role = 'exclusion'
-                    and person_facts.active_value_set_ids
-                    like {{ dbt.concat(["'%|'", "rule_value_sets.value_set_id", "'|%'"]) }}
-                    then rule_value_sets.value_set_id
-            end
+            case when rule_value_sets.value_set_role = 'exclusion' then rule_value_sets.value_set_id end
         ) as exclusion_value_set_id,
-        max(
-            case
-                when
-                    rule_value_sets.value_set_role = 'short_interval'
-                    and person_facts.active_value_set_ids
-                    like {{ dbt.concat(["'%|'", "rule_value_sets.value_set_id", "'|%'"]) }}
-                    then 1
-                else 0
-            end
-        ) as short_interval_matches,
-        sum(case when rule_value_sets.value_set_role = 'closing' then 1 else 0 end) as closing_value_set_count
+        max(case when rule_value_sets.value_set_role = 'short_interval' then 1 else 0 end) as short_interval_matches
+    from person_value_sets
+    inner join rule_value_sets
+        on
+            person_value_sets.value_set_id = rule_value_sets.value_set_id
+            and rule_value_sets.value_set_role != 'closing'
+    group by person_value_sets.person_id, rule_value_sets.rule_id
+),
+
+-- Narrow on purpose: the rule's wording (reason, cadence, priority) joins at the end.
+demographic_matches as (
+    select
+        person_facts.person_id,
+        person_facts.birth_date,
+        person_facts.is_deceased,
+        person_facts.home_location_id,
+        case rules.practice_type
+            when 'medical' then person_facts.medical_location_id
+            when 'dental' then person_facts.dental_location_id
+            else person_facts.last_visit_location_id
+        end as practice_location_id,
+        case
+            when rules.practice_type = 'medical' then person_facts.last_medical_visit_date
+            when rules.practice_type = 'dental' then person_facts.last_dental_visit_date
+            else person_facts.last_visit_date
+        end as last_practice_visit_date,
+        rules.rule_id,
+        rules.rule_kind,
+        rules.interval_months,
+        rules.short_interval_months,
+        rules.above_goal_value,
+        coalesce(rules.due_soon_days, 0) as due_soon_days,
+        coalesce(rules.grace_days, 0) as grace_days,
+        rules.lookback_months,
+        run_parameters.as_of_date
     from person_facts
     cross join rules
     cross join run_parameters
-    left join rule_value_sets
-        on rules.rule_id = rule_value_sets.rule_id
     where
         rules.enabled
         and person_facts.birth_date <= run_parameters.as_of_date
@@ -88,46 +125,30 @@ population_checks as (
             or (rules.practice_type = 'medical' and person_facts.is_medical_patient)
             or (rules.practice_type = 'dental' and person_facts.is_dental_patient)
         )
-    group by person_facts.person_id, rules.rule_id
+        and (
+            rules.rule_kind = 'interval'
+            or exists (
+                select 1
+                from triggers
+                where triggers.person_id = person_facts.person_id and triggers.rule_id = rules.rule_id
+            )
+        )
 ),
 
 population as (
     select
-        person_facts.person_id,
-        person_facts.birth_date,
-        person_facts.is_deceased,
-        person_facts.home_location_id,
-        person_facts.last_visit_date,
-        person_facts.last_medical_visit_date,
-        person_facts.last_dental_visit_date,
-        case rules.practice_type
-            when 'medical' then person_facts.medical_location_id
-            when 'dental' then person_facts.dental_location_id
-            else person_facts.last_visit_location_id
-        end as practice_location_id,
-        rules.rule_id,
-        rules.rule_kind,
-        rules.practice_type,
-        rules.priority,
-        rules.cadence_id,
-        rules.reason,
-        rules.interval_months,
-        rules.short_interval_months,
-        rules.above_goal_value,
-        coalesce(rules.due_soon_days, 0) as due_soon_days,
-        coalesce(rules.grace_days, 0) as grace_days,
-        rules.lookback_months,
-        run_parameters.as_of_date,
-        population_checks.exclusion_value_set_id,
-        population_checks.short_interval_matches = 1 as in_short_interval_value_set,
-        population_checks.closing_value_set_count
-    from population_checks
-    inner join person_facts
-        on population_checks.person_id = person_facts.person_id
-    inner join rules
-        on population_checks.rule_id = rules.rule_id
-    cross join run_parameters
-    where population_checks.missing_condition_count = 0
+        demographic_matches.*,
+        person_rule_value_sets.exclusion_value_set_id,
+        coalesce(person_rule_value_sets.short_interval_matches, 0) = 1 as in_short_interval_value_set,
+        rule_requirements.closing_value_set_count
+    from demographic_matches
+    inner join rule_requirements
+        on demographic_matches.rule_id = rule_requirements.rule_id
+    left join person_rule_value_sets
+        on
+            demographic_matches.person_id = person_rule_value_sets.person_id
+            and demographic_matches.rule_id = person_rule_value_sets.rule_id
+    where coalesce(person_rule_value_sets.matched_condition_count, 0) = rule_requirements.condition_count
 ),
 
 -- interval rules ----------------------------------------------------------------------
@@ -135,7 +156,7 @@ population as (
 -- Closing events on or before the as-of date, per rule, narrow: the latest event of
 -- each closing value set, and the value of the latest valued closing event of the
 -- rule (the HbA1c result that decides whether the 3- or 6-month interval applies).
-closing_events as (
+closing_events_to_date as (
     select
         coded_events.person_id,
         rule_value_sets.rule_id,
@@ -144,21 +165,7 @@ closing_events as (
         rule_value_sets.min_age_at_event,
         coded_events.event_date,
         coded_events.value_numeric,
-        coded_events.location_id,
-        row_number() over (
-            partition by coded_events.person_id, rule_value_sets.rule_id, rule_value_sets.value_set_id
-            order by
-                coded_events.event_date desc,
-                coded_events.value_numeric desc nulls last,
-                coded_events.location_id asc
-        ) as value_set_recency_rank,
-        first_value(coded_events.value_numeric) over (
-            partition by coded_events.person_id, rule_value_sets.rule_id
-            order by
-                case when coded_events.value_numeric is null then 1 else 0 end asc,
-                coded_events.event_date desc,
-                coded_events.value_numeric desc
-        ) as latest_value
+        coded_events.location_id
     from coded_events
     inner join rule_value_sets
         on
@@ -166,6 +173,29 @@ closing_events as (
             and rule_value_sets.value_set_role = 'closing'
     cross join run_parameters
     where coded_events.event_date <= run_parameters.as_of_date
+),
+
+latest_values as (
+    select
+        person_id,
+        rule_id,
+        value_numeric as latest_value,
+        row_number() over (
+            partition by person_id, rule_id
+            order by event_date desc, value_numeric desc
+        ) as value_recency_rank
+    from closing_events_to_date
+    where value_numeric is not null
+),
+
+closing_events as (
+    select
+        *,
+        row_number() over (
+            partition by person_id, rule_id, value_set_id
+            order by event_date desc, value_numeric desc nulls last, location_id asc
+        ) as value_set_recency_rank
+    from closing_events_to_date
 ),
 
 -- The latest event of every closing value set for the people in the rule's
@@ -185,7 +215,7 @@ interval_candidates as (
                 population.short_interval_months is not null
                 and (
                     population.in_short_interval_value_set
-                    or closing_events.latest_value > population.above_goal_value
+                    or latest_values.latest_value > population.above_goal_value
                 )
                 then population.short_interval_months
             else closing_events.interval_months
@@ -195,6 +225,11 @@ interval_candidates as (
         on
             population.person_id = closing_events.person_id
             and population.rule_id = closing_events.rule_id
+    left join latest_values
+        on
+            closing_events.person_id = latest_values.person_id
+            and closing_events.rule_id = latest_values.rule_id
+            and latest_values.value_recency_rank = 1
     where
         population.rule_kind = 'interval'
         and closing_events.value_set_recency_rank = 1
@@ -212,10 +247,7 @@ fallback_options as (
         population.*,
         case when population.closing_value_set_count = 0 then 'completed_visit' end as evidence_value_set_id,
         case
-            when population.closing_value_set_count > 0 then null
-            when population.practice_type = 'medical' then population.last_medical_visit_date
-            when population.practice_type = 'dental' then population.last_dental_visit_date
-            else population.last_visit_date
+            when population.closing_value_set_count = 0 then population.last_practice_visit_date
         end as evidence_date
     from population
     where population.rule_kind = 'interval'
@@ -227,9 +259,6 @@ interval_options as (
     select
         person_id,
         rule_id,
-        priority,
-        cadence_id,
-        reason,
         practice_location_id,
         home_location_id,
         is_deceased,
@@ -246,9 +275,6 @@ interval_options as (
     select
         person_id,
         rule_id,
-        priority,
-        cadence_id,
-        reason,
         practice_location_id,
         home_location_id,
         is_deceased,
@@ -282,9 +308,6 @@ interval_rows as (
     select
         person_id,
         rule_id,
-        priority,
-        cadence_id,
-        reason,
         practice_location_id,
         home_location_id,
         is_deceased,
@@ -363,9 +386,6 @@ trigger_rows as (
     select
         person_id,
         rule_id,
-        priority,
-        cadence_id,
-        reason,
         practice_location_id,
         home_location_id,
         is_deceased,
@@ -390,8 +410,8 @@ evaluated as (
 
 final as (
     select
-        person_id,
-        rule_id,
+        evaluated.person_id,
+        evaluated.rule_id,
         case
             when is_deceased or exclusion_value_set_id is not null then 'excluded'
             else base_status
@@ -411,12 +431,14 @@ final as (
             when is_deceased then 'deceased'
             else exclusion_value_set_id
         end as exclusion_reason,
-        priority,
+        rules.priority,
         coalesce(evidence_location_id, practice_location_id, home_location_id) as location_id,
-        reason,
-        cadence_id,
+        rules.reason,
+        rules.cadence_id,
         as_of_date
     from evaluated
+    inner join rules
+        on evaluated.rule_id = rules.rule_id
 )
 
 select * from final
