@@ -202,19 +202,29 @@ person_plans as (
             and treatment_plans.patient_id = patients.patient_id
 ),
 
+person_procedures as (
+    select
+        patients.person_id,
+        clinical_events.code_key,
+        clinical_events.event_date
+    from clinical_events
+    inner join patients
+        on clinical_events.patient_key = patients.patient_key
+    where clinical_events.event_kind = 'procedure'
+),
+
 plan_procedures as (
     select
         person_plans.treatment_plan_key,
-        min(clinical_events.event_date) as first_done_date
+        min(person_procedures.event_date) as first_done_date
     from person_plans
-    inner join clinical_events
+    inner join person_procedures
         on
-            person_plans.person_id = clinical_events.person_id
-            and person_plans.code_key = clinical_events.code_key
-            and clinical_events.event_kind = 'procedure'
-            and person_plans.presented_date <= clinical_events.event_date
+            person_plans.person_id = person_procedures.person_id
+            and person_plans.code_key = person_procedures.code_key
+            and person_plans.presented_date <= person_procedures.event_date
     cross join run_parameters
-    where clinical_events.event_date <= run_parameters.as_of_date
+    where person_procedures.event_date <= run_parameters.as_of_date
     group by person_plans.treatment_plan_key
 ),
 

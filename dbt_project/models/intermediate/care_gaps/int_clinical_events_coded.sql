@@ -14,6 +14,10 @@ events_for_prefix_codes as (
     select * from {{ ref('int_clinical_events_unioned') }}
 ),
 
+patients as (
+    select * from {{ ref('int_patients_mapped') }}
+),
+
 value_set_codes as (
     select * from {{ ref('value_sets') }}
 ),
@@ -65,7 +69,7 @@ exact_matches as (
         events.event_id,
         exact_codes.value_set_id,
         events.event_kind,
-        events.person_id,
+        events.patient_key,
         events.event_date,
         events.active_until,
         events.code_system,
@@ -96,7 +100,7 @@ prefix_matches as (
         event_prefixes.event_id,
         prefix_codes.value_set_id,
         event_prefixes.event_kind,
-        event_prefixes.person_id,
+        event_prefixes.patient_key,
         event_prefixes.event_date,
         event_prefixes.active_until,
         event_prefixes.code_system,
@@ -117,10 +121,28 @@ prefix_matches as (
     where exact_codes.value_set_id is null
 ),
 
-final as (
+matches as (
     select * from exact_matches
     union all
     select * from prefix_matches
+),
+
+-- The person each matched event belongs to, from identity matching.
+final as (
+    select
+        matches.event_id,
+        matches.value_set_id,
+        matches.event_kind,
+        patients.person_id,
+        matches.event_date,
+        matches.active_until,
+        matches.code_system,
+        matches.code,
+        matches.value_numeric,
+        matches.location_id
+    from matches
+    inner join patients
+        on matches.patient_key = patients.patient_key
 )
 
 select * from final

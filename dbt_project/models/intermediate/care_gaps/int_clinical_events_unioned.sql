@@ -1,10 +1,12 @@
--- Every coded clinical event of every person, whatever entity it came in:
+-- Every coded clinical event of every patient record, whatever entity it came in:
 -- visits (encounter visit types), procedures, observations (with their value)
 -- and conditions (with onset and resolution). Codes are normalised for matching:
 -- CPT, HCPCS and CDT share one key space (CDT codes are HCPCS level II D-codes),
 -- SNOMED and ICD-10-CM spellings are unified, and dots are dropped (E11.9 = E119).
+-- Keyed on the patient record (patient_key), not the person: the model needs nothing
+-- from identity matching, so it builds while the matching runs.
 with patients as (
-    select * from {{ ref('int_patients_mapped') }}
+    select * from {{ ref('stg_emr__patients') }}
 ),
 
 encounters as (
@@ -126,7 +128,7 @@ final as (
     select
         all_events.event_id,
         all_events.event_kind,
-        patients.person_id,
+        patients.patient_key,
         all_events.event_date,
         all_events.active_until,
         all_events.code_system,
