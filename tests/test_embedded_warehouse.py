@@ -37,3 +37,23 @@ def test_listens_on_loopback_only(state_tmp) -> None:
             assert conn.execute("show log_statement").fetchone() == ("none",)
     finally:
         server.stop()
+
+
+def test_a_table_created_and_filled_in_one_transaction_writes_no_wal(state_tmp) -> None:
+    """How dbt builds every table model: the rows go to the table, not also to the WAL."""
+    server = EmbeddedWarehouse(state_tmp / "warehouse")
+    server.start()
+    try:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            assert conn.execute("show wal_level").fetchone() == ("minimal",)
+            before = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
+            with conn.transaction():
+                conn.execute(
+                    "create table built as select g as id, repeat('x', 100) as pad from generate_series(1, 200000) g"
+                )
+            after = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
+            wal_bytes = conn.execute("select pg_wal_lsn_diff(%s, %s)", (after, before)).fetchone()[0]
+            table_bytes = conn.execute("select pg_relation_size('built')").fetchone()[0]
+            assert wal_bytes < table_bytes / 10, (wal_bytes, table_bytes)
+    finally:
+        server.stop()
