@@ -64,7 +64,11 @@ person_value_sets as (
         person_facts.person_id,
         listed.value_set_id
     from person_facts
-    cross join lateral unnest(string_to_array(trim(both '|' from person_facts.active_value_set_ids), '|')) as listed (value_set_id)
+    cross join
+        lateral
+        unnest(
+            string_to_array(trim(both '|' from person_facts.active_value_set_ids), '|')
+        ) as listed (value_set_id)
     where person_facts.active_value_set_ids != '|'
 ),
 
@@ -408,10 +412,22 @@ evaluated as (
     select * from trigger_rows
 ),
 
+-- The rule's wording and priority, carried only now.
+described as (
+    select
+        evaluated.*,
+        rules.priority,
+        rules.reason,
+        rules.cadence_id
+    from evaluated
+    inner join rules
+        on evaluated.rule_id = rules.rule_id
+),
+
 final as (
     select
-        evaluated.person_id,
-        evaluated.rule_id,
+        person_id,
+        rule_id,
         case
             when is_deceased or exclusion_value_set_id is not null then 'excluded'
             else base_status
@@ -431,14 +447,12 @@ final as (
             when is_deceased then 'deceased'
             else exclusion_value_set_id
         end as exclusion_reason,
-        rules.priority,
+        priority,
         coalesce(evidence_location_id, practice_location_id, home_location_id) as location_id,
-        rules.reason,
-        rules.cadence_id,
+        reason,
+        cadence_id,
         as_of_date
-    from evaluated
-    inner join rules
-        on evaluated.rule_id = rules.rule_id
+    from described
 )
 
 select * from final
