@@ -43,9 +43,9 @@ run_parameters as (
 
 -- population: demographics, practice type, required conditions, exclusions --------
 -- Interval rules apply to everyone in their population; event-driven rules only to
--- the people with a trigger of the rule, so those pairs start from the triggers.
--- The value sets a rule names (conditions, exclusions, short interval) are matched
--- against each person's list once per value set, not once per person and rule.
+-- the people with a trigger of the rule (the others would get no row anyway). Each
+-- person's value-set list is split into rows once and joined to the value sets the
+-- rules name (conditions, exclusions, short interval), not tested per person and rule.
 
 rule_requirements as (
     select
