@@ -293,6 +293,39 @@ def test_eligibility_history_survives_the_nightly_rebuild(reporting: dict) -> No
     assert after == before
 
 
+def test_eligibility_tests_read_only_the_night_this_run_wrote(reporting: dict) -> None:
+    """The history grows by a night's rows every night, so its tests read tonight's rows only: a
+    fault in an earlier night does not fail tonight's build (nor cost a scan of every night), and a
+    fault in tonight's rows does."""
+    from reactivation.transform import run_dbt
+
+    url = reporting["url"]
+    duplicate = """insert into intermediate.int_eligibility_daily
+                   select * from intermediate.int_eligibility_daily where as_of = %s limit 1"""
+    test_command = ["test", "--select", "int_eligibility_daily,test_name:unique_combination"]
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(duplicate, (FIRST_NIGHT,))
+        process, _ = run_dbt(url, test_command, as_of=LATER_NIGHT)
+        assert process.returncode == 0, process.stdout[-2000:]
+        assert "PASS=1" in process.stdout
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(duplicate, (LATER_NIGHT,))
+        process, _ = run_dbt(url, test_command, as_of=LATER_NIGHT)
+        assert process.returncode != 0
+        assert "FAIL 1 unique_combination_int_eligibility_daily" in process.stdout
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                """delete from intermediate.int_eligibility_daily as kept
+                   where ctid not in (
+                       select min(ctid) from intermediate.int_eligibility_daily
+                       group by as_of, person_id, rule_id
+                   )"""
+            )
+
+
 def test_bookings_are_credited_inside_the_window_only(reporting: dict) -> None:
     a, b, f = _outcome(reporting, "A"), _outcome(reporting, "B"), _outcome(reporting, "F")
     assert (a["is_booked"], a["booked_on"], a["days_to_booking"], a["appointment_outcome"]) == (
