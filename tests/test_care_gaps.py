@@ -348,3 +348,27 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
     process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day)
     assert process.returncode == 0, process.stdout[-3000:]
     assert mart_fingerprints(warehouse) == after_redelivery
+
+    # Re-deliveries of the patients (without the newcomer) and encounters (one visit of two) files:
+    # the incremental models downstream of staging (normalised records, clinical events) are rebuilt.
+    with (delta / "patients.csv").open(newline="", encoding="utf-8") as handle:
+        patients = list(csv.DictReader(handle))
+    _write(delta, "patients", [row for row in patients if row["patient_id"] != "delta-new-1"])
+    with (delta / "encounters.csv").open(newline="", encoding="utf-8") as handle:
+        encounters = list(csv.DictReader(handle))
+    _write(delta, "encounters", encounters[:1])
+    redelivered = load_path(warehouse, delta, fmt="csv", location=locations[0], extract_date=next_day)
+    assert sum(bool(file.superseded) for file in redelivered.files) == 2, redelivered.as_dict()
+    assert run_dbt_build(warehouse, as_of=next_day)["success"]
+    after_second_redelivery = mart_fingerprints(warehouse)
+    with psycopg.connect(warehouse) as conn:
+        assert not conn.execute(
+            "select 1 from intermediate.int_patients_normalised where patient_id = 'delta-new-1'"
+        ).fetchall()
+        visits = conn.execute(
+            "select count(*) from intermediate.int_clinical_events_unioned where event_date = %s", (next_day,)
+        ).fetchone()[0]
+    assert visits == 1
+    process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day)
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert mart_fingerprints(warehouse) == after_second_redelivery

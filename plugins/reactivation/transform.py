@@ -125,6 +125,8 @@ def run_dbt_build(
 
 # The marts (and identity tables) a nightly incremental build must leave exactly as a full rebuild does.
 INCREMENTAL_CHECKED_TABLES = (
+    "intermediate.int_patients_normalised",
+    "intermediate.int_clinical_events_unioned",
     "marts.person_sources",
     "marts.persons",
     "intermediate.int_households",

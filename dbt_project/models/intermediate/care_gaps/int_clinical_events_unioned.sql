@@ -5,33 +5,116 @@
 -- SNOMED and ICD-10-CM spellings are unified, and dots are dropped (E11.9 = E119).
 -- Keyed on the patient record (patient_key), not the person: the model needs nothing
 -- from identity matching, so it builds while the matching runs.
-with patients as (
+-- Incremental (see macros/incremental_loads.sql): a night re-derives every event of the
+-- patient records its new loads touch (a new or changed patient, encounter, procedure,
+-- observation or condition, or an event whose encounter changed) and no other; a
+-- re-delivered file of any of the five entities rebuilds it.
+{%- set entities = ['patients', 'encounters', 'procedures', 'observations', 'conditions'] %}
+{{
+    config(
+        materialized='incremental',
+        unique_key='patient_key',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        pre_hook="{{ forget_rows_of_superseded_loads(this, " ~ entities ~ ") }}",
+    )
+}}
+
+with
+{%- if is_incremental() %}
+watermark as (
+    select {{ loads_held_through(this) }} as load_id
+),
+
+new_encounters as (
+    select
+        source_system,
+        source_location_id,
+        encounter_id,
+        patient_id
+    from {{ ref('stg_emr__encounters') }}
+    where load_id > (select watermark.load_id from watermark)
+),
+
+touched_records as (
+    select
+        source_system,
+        source_location_id,
+        patient_id
+    from {{ ref('stg_emr__patients') }}
+    where load_id > (select watermark.load_id from watermark)
+    union
+    select
+        source_system,
+        source_location_id,
+        patient_id
+    from new_encounters
+    {%- for entity in ['procedures', 'observations', 'conditions'] %}
+    union
+    select
+        source_system,
+        source_location_id,
+        patient_id
+    from {{ ref('stg_emr__' ~ entity) }}
+    where load_id > (select watermark.load_id from watermark)
+    union
+    select
+        event_rows.source_system,
+        event_rows.source_location_id,
+        event_rows.patient_id
+    from {{ ref('stg_emr__' ~ entity) }} as event_rows
+    inner join new_encounters
+        on
+            event_rows.source_system = new_encounters.source_system
+            and event_rows.source_location_id = new_encounters.source_location_id
+            and event_rows.encounter_id = new_encounters.encounter_id
+    {%- endfor %}
+),
+{%- endif %}
+
+patients as (
     select * from {{ ref('stg_emr__patients') }}
+    {%- if is_incremental() %}
+        where (source_system, source_location_id, patient_id) in (select * from touched_records)
+    {%- endif %}
 ),
 
 encounters as (
     select * from {{ ref('stg_emr__encounters') }}
+    {%- if is_incremental() %}
+        where (source_system, source_location_id, patient_id) in (select * from touched_records)
+    {%- endif %}
 ),
 
 procedures as (
     select * from {{ ref('stg_emr__procedures') }}
+    {%- if is_incremental() %}
+        where (source_system, source_location_id, patient_id) in (select * from touched_records)
+    {%- endif %}
 ),
 
 observations as (
     select * from {{ ref('stg_emr__observations') }}
+    {%- if is_incremental() %}
+        where (source_system, source_location_id, patient_id) in (select * from touched_records)
+    {%- endif %}
 ),
 
 conditions as (
     select * from {{ ref('stg_emr__conditions') }}
+    {%- if is_incremental() %}
+        where (source_system, source_location_id, patient_id) in (select * from touched_records)
+    {%- endif %}
 ),
 
+-- Every staged encounter, touched or not: an event may name another record's encounter.
 encounter_locations as (
     select
         source_system,
         source_location_id,
         encounter_id,
         location_id
-    from encounters
+    from {{ ref('stg_emr__encounters') }}
 ),
 
 visit_events as (
@@ -46,7 +129,8 @@ visit_events as (
         encounters.visit_type_system as code_system,
         encounters.visit_type_code as code,
         cast(null as numeric) as value_numeric,
-        encounters.location_id
+        encounters.location_id,
+        encounters.load_id
     from encounters
     where encounters.visit_type_code is not null
 ),
@@ -63,7 +147,8 @@ procedure_events as (
         procedures.code_system,
         procedures.code,
         cast(null as numeric) as value_numeric,
-        encounter_locations.location_id
+        encounter_locations.location_id,
+        procedures.load_id
     from procedures
     left join encounter_locations
         on
@@ -84,7 +169,8 @@ observation_events as (
         observations.code_system,
         observations.code,
         cast(observations.value_numeric as numeric) as value_numeric,
-        encounter_locations.location_id
+        encounter_locations.location_id,
+        observations.load_id
     from observations
     left join encounter_locations
         on
@@ -105,7 +191,8 @@ condition_events as (
         conditions.code_system,
         conditions.code,
         cast(null as numeric) as value_numeric,
-        encounter_locations.location_id
+        encounter_locations.location_id,
+        conditions.load_id
     from conditions
     left join encounter_locations
         on
@@ -142,7 +229,8 @@ final as (
         upper(replace(trim(all_events.code), '.', '')) as code_key,
         all_events.value_numeric,
         coalesce(all_events.location_id, patients.location_id) as location_id,
-        all_events.source_system
+        all_events.source_system,
+        all_events.load_id
     from all_events
     inner join patients
         on

@@ -4,8 +4,23 @@
 -- take part: an invalid one ("n/a", "call me") must never link two records.
 -- It also carries the record's contact facts as loaded, so the identity models read
 -- the staging view once (a view over a freshly loaded raw layer plans badly in joins).
+-- Incremental: a night normalises the records staged from its new loads only (see
+-- macros/incremental_loads.sql); a re-delivered patients file rebuilds it.
+{{
+    config(
+        materialized='incremental',
+        unique_key='patient_key',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        pre_hook="{{ forget_rows_of_superseded_loads(this, ['patients']) }}",
+    )
+}}
+
 with patients as (
     select * from {{ ref('stg_emr__patients') }}
+    {%- if is_incremental() %}
+        where load_id > {{ loads_held_through(this) }}
+    {%- endif %}
 ),
 
 normalised as (
