@@ -260,6 +260,27 @@ def test_a_rule_switched_off_in_the_seed_has_no_rows(
     assert after == {key: row for key, row in before.items() if key[1] != "annual_wellness"}
 
 
+def test_dbt_sessions_sort_in_memory_without_jit(
+    warehouse: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Data tests have no pre-hook: their sessions get the models' settings from dbt_env (PGOPTIONS),
+    so a unique test over millions of events hashes in memory instead of spilling to disk."""
+    from reactivation.settings import get_settings
+    from reactivation.transform import run_dbt
+
+    monkeypatch.setenv("REACTIVATION_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=600000")  # an operator's own options are kept
+    get_settings.cache_clear()
+    query = (
+        "select current_setting('work_mem') as wm, current_setting('jit') as jit,"
+        " current_setting('statement_timeout') as st"
+    )
+    process, _ = run_dbt(warehouse, ["show", "--inline", query, "--output", "json"])
+    assert process.returncode == 0, process.stdout[-2000:]
+    assert '"wm": "256MB"' in process.stdout and '"jit": "off"' in process.stdout, process.stdout[-2000:]
+    assert '"st": "10min"' in process.stdout, process.stdout[-2000:]
+
+
 # -- incremental builds --------------------------------------------------------------------
 
 
@@ -349,11 +370,13 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
     assert process.returncode == 0, process.stdout[-3000:]
     assert mart_fingerprints(warehouse) == after_redelivery
 
-    # Re-deliveries of the patients (without the newcomer) and encounters (one visit of two) files:
-    # the incremental models downstream of staging (normalised records, clinical events) are rebuilt.
+    # Re-deliveries of the patients file (one changed record only: the newcomer leaves, and the other
+    # two records fall back to their earlier extract's rows, loads the models already hold) and the
+    # encounters file (one visit of two; the other visit's record is in neither new file): the
+    # incremental models downstream of staging (normalised records, clinical events) are rebuilt.
     with (delta / "patients.csv").open(newline="", encoding="utf-8") as handle:
         patients = list(csv.DictReader(handle))
-    _write(delta, "patients", [row for row in patients if row["patient_id"] != "delta-new-1"])
+    _write(delta, "patients", [row for row in patients if row["patient_id"] == touched["changed_phones"][2]])
     with (delta / "encounters.csv").open(newline="", encoding="utf-8") as handle:
         encounters = list(csv.DictReader(handle))
     _write(delta, "encounters", encounters[:1])
