@@ -23,10 +23,17 @@ class TransformError(RuntimeError):
     """dbt could not run at all (as opposed to models or tests failing)."""
 
 
+# Session settings for every dbt connection (libpq reads PGOPTIONS): the data tests get what the
+# models' pre-hook gives each model (dbt_project.yml): no JIT, and sorts and hashes in memory up
+# to 256 MB. At 1M patients a unique test over 6M clinical events otherwise spills to disk.
+DBT_SESSION_OPTIONS = "-c jit=off -c work_mem=256MB"
+
+
 def dbt_env(url: str, *, threads: int | None = None) -> dict[str, str]:
-    """Environment for dbt: connection parts from the warehouse URL, tracking off."""
+    """Environment for dbt: connection parts from the warehouse URL, session settings, tracking off."""
     parts = urlsplit(url)
     env = dict(os.environ)
+    env["PGOPTIONS"] = f"{DBT_SESSION_OPTIONS} {env.get('PGOPTIONS', '')}".strip()
     env.update(
         {
             "REACTIVATION_DBT_HOST": parts.hostname or "127.0.0.1",
