@@ -38,7 +38,7 @@
             where
                 manifest.status = 'loaded'
                 {%- if key_name and is_incremental() %}
-                    and manifest.load_id > (select coalesce(max(held.load_id), 0) from {{ this }} as held)
+                    and manifest.load_id > {{ loads_held_through(this) }}
                 {%- endif %}
         ) as ranked
         where ranked.recency_rank = 1
