@@ -326,6 +326,97 @@ def test_eligibility_tests_read_only_the_night_this_run_wrote(reporting: dict) -
             )
 
 
+# The funnel's eligibility half as it was counted from the whole nightly history: each
+# person once per rule and week, under their best status that week.
+_WEEKLY_FROM_EVERY_NIGHT = """
+    with ranked as (
+        select *, cast(date_trunc('week', as_of) as date) as week_start,
+               row_number() over (
+                   partition by date_trunc('week', as_of), person_id, rule_id
+                   order by case status when 'candidate' then 1 when 'suppressed' then 2 else 3 end, as_of desc
+               ) as status_rank
+        from intermediate.int_eligibility_daily where as_of <= %s
+    )
+    select week_start, coalesce(location_id, 'unknown') as location_id, rule_id, segment,
+           preferred_channel as channel, count(*) as eligible,
+           sum(case when status = 'candidate' then 1 else 0 end) as candidates,
+           sum(case when status = 'suppressed' then 1 else 0 end) as suppressed,
+           sum(case when status = 'suppressed' and reason = 'no_valid_contact' then 1 else 0 end)
+               as suppressed_no_valid_contact,
+           sum(case when status = 'eligible' then 1 else 0 end) as waiting_other_gap
+    from ranked where status_rank = 1 group by 1, 2, 3, 4, 5
+"""
+_WEEKLY_COUNTED = """
+    select week_start, location_id, rule_id, segment, channel, eligible, candidates, suppressed,
+           suppressed_no_valid_contact, waiting_other_gap
+    from intermediate.int_eligibility_weekly where week_start <= %s
+"""
+
+
+def _weekly(url: str, sql: str, as_of: date) -> dict:
+    return {tuple(r.values())[:5]: tuple(r.values())[5:] for r in _rows(url, sql, (as_of,))}
+
+
+def test_the_funnel_counts_each_week_once_and_rereads_only_weeks_that_changed(reporting: dict) -> None:
+    """The funnel's eligibility comes from per-week counts (int_eligibility_weekly): they equal a
+    count over every night, and a night re-reads only its own week and weeks whose nights changed,
+    so the nightly cost does not grow with the history."""
+    url = reporting["url"]
+    counted = _weekly(url, _WEEKLY_COUNTED, LATER_NIGHT)
+    assert counted and counted == _weekly(url, _WEEKLY_FROM_EVERY_NIGHT, LATER_NIGHT)
+    first_week = date(2023, 10, 30)
+    funnel_eligible = _rows(
+        url, "select sum(eligible) as n from marts.rpt_reactivation_funnel where week_start = %s", (first_week,)
+    )[0]["n"]
+    assert funnel_eligible == sum(v[0] for k, v in counted.items() if k[0] == first_week)
+
+    # A change inside an earlier night whose week is already counted is not re-read ...
+    demote = """update intermediate.int_eligibility_daily set status = 'eligible', reason = 'other_gap_first'
+                where as_of = %s and status = 'candidate' returning person_id, rule_id"""
+    added_night = FIRST_NIGHT + timedelta(days=1)
+    demoted_gaps: list[tuple] = []
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            demoted_gaps = conn.execute(demote, (FIRST_NIGHT,)).fetchall()
+        demoted = len(demoted_gaps)
+        assert demoted > 0
+        _build(url, LATER_NIGHT, select="int_eligibility_weekly")
+        assert _weekly(url, _WEEKLY_COUNTED, LATER_NIGHT) == counted
+        # ... but a night added to that week (a night whose count never ran) re-counts the week.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                """insert into intermediate.int_eligibility_daily
+                   select %s, person_id, rule_id, location_id, segment, preferred_channel, is_next_action,
+                          status, reason, suppression_reasons
+                   from intermediate.int_eligibility_daily where as_of = %s""",
+                (added_night, FIRST_NIGHT),
+            )
+        _build(url, LATER_NIGHT, select="int_eligibility_weekly")
+        recounted = _weekly(url, _WEEKLY_COUNTED, LATER_NIGHT)
+        assert recounted == _weekly(url, _WEEKLY_FROM_EVERY_NIGHT, LATER_NIGHT)
+        first_week_candidates = sum(v[1] for k, v in recounted.items() if k[0] == first_week)
+        assert first_week_candidates == sum(v[1] for k, v in counted.items() if k[0] == first_week) - demoted
+        assert {r["nights_counted"] for r in _rows(
+            url, "select nights_counted from intermediate.int_eligibility_weekly where week_start = %s", (first_week,)
+        )} == {2}  # fmt: skip
+        # A re-run for the first night counts only the nights up to it.
+        _build(url, FIRST_NIGHT, select="int_eligibility_weekly")
+        assert _weekly(url, _WEEKLY_COUNTED, FIRST_NIGHT) == _weekly(url, _WEEKLY_FROM_EVERY_NIGHT, FIRST_NIGHT)
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("delete from intermediate.int_eligibility_daily where as_of = %s", (added_night,))
+            for person_id, rule_id in demoted_gaps:
+                conn.execute(
+                    """update intermediate.int_eligibility_daily set status = 'candidate', reason = null
+                       where as_of = %s and person_id = %s and rule_id = %s""",
+                    (FIRST_NIGHT, person_id, rule_id),
+                )
+        # The rows were edited in place, as no run does: the week is re-counted by a run for it.
+        _build(url, FIRST_NIGHT, select="int_eligibility_weekly")
+        _build(url, LATER_NIGHT, select="int_eligibility_weekly")
+    assert _weekly(url, _WEEKLY_COUNTED, LATER_NIGHT) == counted
+
+
 def test_bookings_are_credited_inside_the_window_only(reporting: dict) -> None:
     a, b, f = _outcome(reporting, "A"), _outcome(reporting, "B"), _outcome(reporting, "F")
     assert (a["is_booked"], a["booked_on"], a["days_to_booking"], a["appointment_outcome"]) == (

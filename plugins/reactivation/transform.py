@@ -140,6 +140,8 @@ INCREMENTAL_CHECKED_TABLES = (
     "marts.care_gaps",
     "marts.outreach_candidates",
     "marts.outreach_suppressions",
+    "intermediate.int_eligibility_weekly",
+    "marts.rpt_reactivation_funnel",
 )
 
 

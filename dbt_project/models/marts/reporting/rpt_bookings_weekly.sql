@@ -11,9 +11,9 @@ bookings_attributed as (
     where anchor_type = 'episode'
 ),
 
-eligibility as (
-    select * from {{ ref('int_eligibility_daily') }}
-    where as_of <= {{ as_of_date() }}
+eligibility_weekly as (
+    select * from {{ ref('int_eligibility_weekly') }}
+    where week_start <= {{ as_of_date() }}
 ),
 
 episode_outcomes as (
@@ -26,8 +26,8 @@ week_numbers as (
 ),
 
 first_week as (
-    select cast({{ dbt.date_trunc('week', 'min(as_of)') }} as date) as week_start
-    from eligibility
+    select min(week_start) as week_start
+    from eligibility_weekly
 ),
 
 candidate_weeks as (
@@ -45,7 +45,7 @@ weeks as (
 ),
 
 locations as (
-    select distinct coalesce(location_id, 'unknown') as location_id from eligibility
+    select distinct location_id from eligibility_weekly
     union
     select distinct location_id from episode_outcomes
 ),

@@ -6,59 +6,39 @@
 
 -- The reactivation funnel per location, rule, segment, channel and ISO week.
 -- Two halves share the grain:
---   eligibility (from the nightly snapshots): each person counted once per rule
---     and week, under their best status that week (a candidate on any night, else
---     suppressed with the reason of their latest night, else waiting behind a
---     higher-priority gap), at that night's location, segment and preferred
---     channel ('none' when no channel is usable); so eligible = candidates +
---     suppressed + waiting, and the suppressed_* columns add up to suppressed.
+--   eligibility (int_eligibility_weekly, counted from the nightly snapshots): each
+--     person counted once per rule and week, under their best status that week (a
+--     candidate on any night, else suppressed with the reason of their latest night,
+--     else waiting behind a higher-priority gap), at that night's location, segment
+--     and preferred channel ('none' when no channel is usable); so eligible =
+--     candidates + suppressed + waiting, and the suppressed_* columns add up to
+--     suppressed.
 --   contact (from episode outcomes): episodes counted in the week of their first
 --     touch, under its channel; delivered / replied / booked / showed / decided
 --     are what has become of those episodes so far (a cohort view).
-with eligibility as (
-    select * from {{ ref('int_eligibility_daily') }}
-    where as_of <= {{ as_of_date() }}
+with eligibility_weekly as (
+    select * from {{ ref('int_eligibility_weekly') }}
+    where week_start <= {{ as_of_date() }}
 ),
 
 episode_outcomes as (
     select * from {{ ref('int_episode_outcomes') }}
 ),
 
-eligibility_weekly as (
-    select
-        *,
-        cast({{ dbt.date_trunc('week', 'as_of') }} as date) as week_start
-    from eligibility
-),
-
-person_weeks as (
-    select
-        *,
-        row_number() over (
-            partition by week_start, person_id, rule_id
-            order by
-                case status when 'candidate' then 1 when 'suppressed' then 2 else 3 end asc,
-                as_of desc
-        ) as status_rank
-    from eligibility_weekly
-),
-
 eligibility_counts as (
     select
         week_start,
-        coalesce(location_id, 'unknown') as location_id,
+        location_id,
         rule_id,
         segment,
-        preferred_channel as channel,
-        count(*) as eligible,
-        sum(case when status = 'candidate' then 1 else 0 end) as candidates,
-        sum(case when status = 'suppressed' then 1 else 0 end) as suppressed,
+        channel,
+        eligible,
+        candidates,
+        suppressed,
         {%- for reason in suppression_reasons %}
-            sum(
-                case when status = 'suppressed' and reason = '{{ reason }}' then 1 else 0 end
-            ) as suppressed_{{ reason }},
+            suppressed_{{ reason }},
         {%- endfor %}
-        sum(case when status = 'eligible' then 1 else 0 end) as waiting_other_gap,
+        waiting_other_gap,
         0 as contacted,
         0 as delivered,
         0 as replied,
@@ -71,14 +51,7 @@ eligibility_counts as (
         {%- endfor %}
         0 as touches_made,
         0 as touches_undeliverable
-    from person_weeks
-    where status_rank = 1
-    group by
-        week_start,
-        coalesce(location_id, 'unknown'),
-        rule_id,
-        segment,
-        preferred_channel
+    from eligibility_weekly
 ),
 
 contact_counts as (
