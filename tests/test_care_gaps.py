@@ -284,17 +284,25 @@ def test_dbt_sessions_sort_in_memory_without_jit(
 # -- incremental builds --------------------------------------------------------------------
 
 
-def _write_delta(extract: Path, delta: Path, day: date) -> dict[str, list[str]]:
-    """The next day's extract of one location: changed phones, new appointments and visits, a new patient."""
+def _next_phone(phone: str) -> str:
+    digits = "".join(ch for ch in phone if ch.isdigit())[-10:]
+    return f"{digits[:6]}{(int(digits[6:]) + 1) % 10_000:04d}"
+
+
+def _write_delta(
+    extract: Path, delta: Path, day: date, *, moved: tuple[str, ...] = (), newcomer_phone: str | None = None
+) -> dict[str, list[str]]:
+    """The next day's extract of one location: changed phones (also of the records in ``moved``), new
+    appointments and visits, a new patient (with ``newcomer_phone`` when given)."""
     delta.mkdir(parents=True)
     with (extract / "patients.csv").open(newline="", encoding="utf-8") as handle:
         patients = list(csv.DictReader(handle))
     with_phone = [row for row in patients if sum(ch.isdigit() for ch in row["phone"]) >= 10][:6]
-    changed = []
-    for row in with_phone[:3]:
-        digits = "".join(ch for ch in row["phone"] if ch.isdigit())[-10:]
-        changed.append(dict(row, phone=f"{digits[:6]}{(int(digits[6:]) + 1) % 10_000:04d}"))
+    changed = [dict(row, phone=_next_phone(row["phone"])) for row in with_phone[:3]]
+    changed += [dict(row, phone=_next_phone(row["phone"])) for row in patients if row["patient_id"] in moved]
     newcomer = dict(patients[0], patient_id="delta-new-1", first_name="Quentin", birth_date="1971-07-07")
+    if newcomer_phone:
+        newcomer["phone"] = newcomer_phone
     _write(delta, "patients", [*changed, newcomer])
     stamp = day.isoformat()
     booked = [row["patient_id"] for row in with_phone[3:]]
@@ -311,7 +319,11 @@ def _write_delta(extract: Path, delta: Path, day: date) -> dict[str, list[str]]:
          "description": "Office visit", "provider_id": "", "location_id": extract.name}
         for pid in visited
     ])  # fmt: skip
-    return {"changed_phones": [row["patient_id"] for row in changed], "booked": booked, "visited": visited}
+    return {"changed_phones": [row["patient_id"] for row in changed[:3]], "booked": booked, "visited": visited}
+
+
+# Identity blocking keys shared by more than two records compare none of them (the default is 50).
+SMALL_BLOCKS = {"identity_max_block_size": 2}
 
 
 @pytest.mark.slow  # five dbt builds: minutes, so it runs with `make test-slow`
@@ -321,7 +333,11 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
     """The EMR staging models are incremental on load_id: the night after a full build, a delta
     extract (changed phones, bookings, visits, a new patient) is staged from the new loads only, and
     then a re-delivered delta file supersedes one already staged. Each time the identity, care-gap and
-    outreach marts must equal what a ``dbt build --full-refresh`` builds from the same raw layer."""
+    outreach marts must equal what a ``dbt build --full-refresh`` builds from the same raw layer.
+
+    Identity blocking runs with a limit of two records per key (SMALL_BLOCKS), so that the delta's
+    changed phones move blocks across the limit: the match pairs a night compares again must include
+    every record of such a block, not only the changed ones."""
     from reactivation.generate import generate_extract
     from reactivation.settings import get_settings
     from reactivation.transform import mart_fingerprints, run_dbt, run_dbt_build
@@ -335,25 +351,52 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
         assert not load_path(warehouse, extract / location, fmt="csv", location=location, extract_date=AS_OF).totals[
             "rejected"
         ]
-    first = run_dbt_build(warehouse, as_of=AS_OF)
+    first = run_dbt_build(warehouse, as_of=AS_OF, variables=SMALL_BLOCKS)
     assert first["success"], first
     before = mart_fingerprints(warehouse)
 
+    # Blocks at the limit: a phone held by three records of the delta's location (too many to compare)
+    # loses one of them, and a phone held by two records (compared) gains the newcomer.
+    phone_blocks = """select keys.block_key, array_agg(records.patient_id order by records.patient_id) as ids,
+                             bool_and(records.source_location_id = %s) as all_here
+                      from intermediate.int_patient_blocking_keys as keys
+                      inner join intermediate.int_patients_normalised as records using (patient_key)
+                      where keys.block_type = 'phone' group by keys.block_key having count(*) = %s
+                      order by keys.block_key"""
+    with psycopg.connect(warehouse) as conn:
+        shrinking = next(row for row in conn.execute(phone_blocks, (locations[0], 3)).fetchall() if row[2])
+        growing = conn.execute(phone_blocks, (locations[0], 2)).fetchall()[0]
+    moved, stay = shrinking[1][0], shrinking[1][1:]
+    pairs_on_phone = """select count(*) from intermediate.int_patient_match_pairs as pairs
+                        inner join intermediate.int_patients_normalised as a on pairs.patient_key_a = a.patient_key
+                        inner join intermediate.int_patients_normalised as b on pairs.patient_key_b = b.patient_key
+                        where pairs.blocked_on like '%%phone%%' and a.patient_id = any(%s) and b.patient_id = any(%s)"""
+    with psycopg.connect(warehouse) as conn:
+        assert conn.execute(pairs_on_phone, (list(stay), list(stay))).fetchone()[0] == 0
+        assert conn.execute(pairs_on_phone, (list(growing[1]), list(growing[1]))).fetchone()[0] == 1
+
     next_day = date(2026, 11, 2)
     delta = tmp_path / "delta" / locations[0]
-    touched = _write_delta(extract / locations[0], delta, next_day)
+    touched = _write_delta(
+        extract / locations[0], delta, next_day, moved=(moved,), newcomer_phone=growing[0].removeprefix("ph|")
+    )
     loaded = load_path(warehouse, delta, fmt="csv", location=locations[0], extract_date=next_day)
-    assert loaded.totals["rows_loaded"] == 3 + 1 + len(touched["booked"]) + len(touched["visited"]), loaded.as_dict()
+    assert loaded.totals["rows_loaded"] == 4 + 1 + len(touched["booked"]) + len(touched["visited"]), loaded.as_dict()
 
-    incremental = run_dbt_build(warehouse, as_of=next_day)
+    incremental = run_dbt_build(warehouse, as_of=next_day, variables=SMALL_BLOCKS)
     assert incremental["success"], incremental
     results = json.loads((tmp_path / "state" / "dbt" / "target" / "run_results.json").read_text())["results"]
     staged = {r["unique_id"].rsplit(".", 1)[1]: r["adapter_response"].get("rows_affected") for r in results}
-    assert staged["stg_emr__patients"] == 4  # the delta's rows only, not the whole extract again
+    assert staged["stg_emr__patients"] == 5  # the delta's rows only, not the whole extract again
+    with psycopg.connect(warehouse) as conn:
+        # The two records left on the shrinking phone are compared now; neither changed tonight.
+        assert conn.execute(pairs_on_phone, (list(stay), list(stay))).fetchone()[0] == 1
+        # The two records on the growing phone are no longer compared on it.
+        assert conn.execute(pairs_on_phone, (list(growing[1]), list(growing[1]))).fetchone()[0] == 0
     after_delta = mart_fingerprints(warehouse)
     assert after_delta["marts.persons"] != before["marts.persons"]  # the delta changed something downstream
 
-    process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day)
+    process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day, variables=SMALL_BLOCKS)
     assert process.returncode == 0, process.stdout[-3000:]
     assert mart_fingerprints(warehouse) == after_delta
 
@@ -364,9 +407,9 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
     _write(delta, "appointments", appointments[:1])
     redelivered = load_path(warehouse, delta, fmt="csv", location=locations[0], extract_date=next_day)
     assert any(file.superseded for file in redelivered.files), redelivered.as_dict()
-    assert run_dbt_build(warehouse, as_of=next_day)["success"]
+    assert run_dbt_build(warehouse, as_of=next_day, variables=SMALL_BLOCKS)["success"]
     after_redelivery = mart_fingerprints(warehouse)
-    process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day)
+    process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day, variables=SMALL_BLOCKS)
     assert process.returncode == 0, process.stdout[-3000:]
     assert mart_fingerprints(warehouse) == after_redelivery
 
@@ -382,7 +425,7 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
     _write(delta, "encounters", encounters[:1])
     redelivered = load_path(warehouse, delta, fmt="csv", location=locations[0], extract_date=next_day)
     assert sum(bool(file.superseded) for file in redelivered.files) == 2, redelivered.as_dict()
-    assert run_dbt_build(warehouse, as_of=next_day)["success"]
+    assert run_dbt_build(warehouse, as_of=next_day, variables=SMALL_BLOCKS)["success"]
     after_second_redelivery = mart_fingerprints(warehouse)
     with psycopg.connect(warehouse) as conn:
         assert not conn.execute(
@@ -392,6 +435,6 @@ def test_a_nightly_delta_built_incrementally_equals_a_full_rebuild(
             "select count(*) from intermediate.int_clinical_events_unioned where event_date = %s", (next_day,)
         ).fetchone()[0]
     assert visits == 1
-    process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day)
+    process, _ = run_dbt(warehouse, ["build", "--full-refresh"], as_of=next_day, variables=SMALL_BLOCKS)
     assert process.returncode == 0, process.stdout[-3000:]
     assert mart_fingerprints(warehouse) == after_second_redelivery

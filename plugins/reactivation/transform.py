@@ -55,9 +55,11 @@ def _dbt_executable() -> str:
 
 
 def run_dbt(
-    url: str, args: list[str], *, as_of: date | None = None, timeout: int = 3600
+    url: str, args: list[str], *, as_of: date | None = None, variables: dict | None = None, timeout: int = 3600
 ) -> tuple[subprocess.CompletedProcess, Path]:
-    """Run one dbt command against the warehouse; returns the process and its target folder."""
+    """Run one dbt command against the warehouse; returns the process and its target folder.
+
+    ``variables`` are further dbt vars (the project's defaults are in dbt_project.yml)."""
     settings = get_settings()
     target = settings.state_dir / "dbt" / "target"
     log_path = settings.state_dir / "dbt" / "logs"
@@ -76,8 +78,9 @@ def run_dbt(
         "--log-level-file",
         "info",
     ]
-    if as_of is not None:
-        command += ["--vars", json.dumps({"as_of": as_of.isoformat()})]
+    dbt_vars = {**(variables or {}), **({"as_of": as_of.isoformat()} if as_of is not None else {})}
+    if dbt_vars:
+        command += ["--vars", json.dumps(dbt_vars)]
     try:
         process = subprocess.run(
             command,
@@ -94,7 +97,13 @@ def run_dbt(
 
 
 def run_dbt_build(
-    url: str, *, as_of: date, select: str | None = None, full_refresh: bool = False, timeout: int = 3600
+    url: str,
+    *,
+    as_of: date,
+    select: str | None = None,
+    full_refresh: bool = False,
+    variables: dict | None = None,
+    timeout: int = 3600,
 ) -> dict:
     """``dbt build`` (seeds, models, tests) and a count-only summary from run_results.json.
 
@@ -103,7 +112,7 @@ def run_dbt_build(
     """
     started = time.monotonic()
     args = ["build"] + (["--select", select] if select else []) + (["--full-refresh"] if full_refresh else [])
-    process, target = run_dbt(url, args, as_of=as_of, timeout=timeout)
+    process, target = run_dbt(url, args, as_of=as_of, variables=variables, timeout=timeout)
     results_file = target / "run_results.json"
     statuses: dict[str, int] = {}
     failures: list[dict] = []
@@ -134,6 +143,8 @@ def run_dbt_build(
 INCREMENTAL_CHECKED_TABLES = (
     "intermediate.int_patients_normalised",
     "intermediate.int_clinical_events_unioned",
+    "intermediate.int_patient_match_pairs",
+    "intermediate.int_patient_blocking_keys",
     "marts.person_sources",
     "marts.persons",
     "intermediate.int_households",

@@ -14,17 +14,34 @@
 } -%}
 {%- set match_threshold = 10.0 -%}
 {%- set review_threshold = 8.0 -%}
-{%- set max_block_size = 50 -%}
+{%- set max_block_size = identity_max_block_size() -%}
+
+{%- set compared_keys = identity_compared_blocking_keys() if is_incremental() else none -%}
+{%- set scoped = compared_keys is not none -%}
+{{
+    config(
+        materialized='incremental',
+        on_schema_change='fail',
+        pre_hook=[
+            "{{ identity_forget_pairs_of_superseded_loads() }}",
+            "{{ identity_forget_pairs_in_scope() }}",
+        ],
+    )
+}}
 
 -- Candidate pairs of patient records, the evidence for and against each being one
 -- person, a score and a decision.
 --
--- Blocking (which pairs are compared at all): records share a blocking key, one of
---   birth date + first three letters of the last name (also under a day/month swap),
---   birth date + first initial (finds married-name changes),
---   valid phone, valid email (finds birth-date typos).
--- Keys shared by more than {{ max_block_size }} records are skipped: a clinic's front-desk phone
--- or a placeholder birth date says nothing about identity and would explode the pairs.
+-- Blocking (which pairs are compared at all, macros/identity_blocking.sql): records share
+-- a blocking key (birth date + last-name prefix, birth date + first initial, phone,
+-- email). Keys shared by more than {{ max_block_size }} records are skipped: a clinic's
+-- front-desk phone or a placeholder birth date says nothing about identity and would
+-- explode the pairs.
+--
+-- Incremental: a night compares again only the records in identity_match_scope (the
+-- records of its new loads, and every record of a block that crossed the size limit);
+-- a pre-hook deletes their pairs first. The keys as last compared are in
+-- int_patient_blocking_keys, built right after this model.
 --
 -- Decision: 'match' needs the guards (compatible first names, compatible birth dates,
 -- no M/F conflict) AND one of: same email + birth date; same phone + birth date; a
@@ -42,46 +59,59 @@ names_compared as (
     select * from {{ ref('int_names_compared') }}
 ),
 
+{%- if scoped %}
+
+{{ identity_match_scope('patients', compared_keys) }},
+
+-- The keys of the records in scope, and every record that holds one of them now: the
+-- changed records' keys as loaded, the others' as last compared (they have not changed).
+scope_keys as (
+    select
+        held.patient_key,
+        held.block_key
+    from {{ compared_keys }} as held
+    inner join match_scope
+        on held.patient_key = match_scope.patient_key
+    where
+        held.block_key is not null
+        and not exists (
+            select 1
+            from scope_changed_records
+            where scope_changed_records.patient_key = held.patient_key
+        )
+    union all
+    select
+        patient_key,
+        block_key
+    from scope_changed_keys
+),
+
 blocking_keys as (
     select
-        patient_key,
-        'birth_date_last_name' as block_type,
-        {{ dbt.concat(["'bl|'", "cast(birth_date as " ~ dbt.type_string() ~ ")", "'|'", "last_name_prefix"]) }}
-            as block_key
-    from patients
-    where birth_date is not null and last_name_prefix is not null
+        held.patient_key,
+        held.block_type,
+        held.block_key
+    from {{ compared_keys }} as held
+    where
+        held.block_key in (select scope_keys.block_key from scope_keys)
+        and not exists (
+            select 1
+            from scope_changed_records
+            where scope_changed_records.patient_key = held.patient_key
+        )
     union all
     select
         patient_key,
-        'birth_date_last_name' as block_type,
-        {{ dbt.concat([
-            "'bl|'", "cast(birth_date_day_month_swapped as " ~ dbt.type_string() ~ ")", "'|'", "last_name_prefix"
-        ]) }} as block_key
-    from patients
-    where birth_date_day_month_swapped is not null and last_name_prefix is not null
-    union all
-    select
-        patient_key,
-        'birth_date_first_initial' as block_type,
-        {{ dbt.concat(["'bf|'", "cast(birth_date as " ~ dbt.type_string() ~ ")", "'|'", "first_name_initial"]) }}
-            as block_key
-    from patients
-    where birth_date is not null and first_name_initial is not null
-    union all
-    select
-        patient_key,
-        'phone' as block_type,
-        {{ dbt.concat(["'ph|'", "phone_e164_valid"]) }} as block_key
-    from patients
-    where phone_e164_valid is not null
-    union all
-    select
-        patient_key,
-        'email' as block_type,
-        {{ dbt.concat(["'em|'", "email_valid"]) }} as block_key
-    from patients
-    where email_valid is not null
+        block_type,
+        block_key
+    from scope_changed_keys
 ),
+{%- else %}
+
+    blocking_keys as (
+        {{ identity_blocking_keys('patients') }}
+    ),
+{%- endif %}
 
 block_sizes as (
     select
@@ -109,6 +139,11 @@ blocked_pairs as (
         on
             keys_a.block_key = keys_b.block_key
             and keys_a.patient_key < keys_b.patient_key
+    {%- if scoped %}
+        where
+            keys_a.patient_key in (select match_scope.patient_key from match_scope)
+            or keys_b.patient_key in (select match_scope.patient_key from match_scope)
+    {%- endif %}
 ),
 
 candidate_pairs as (
