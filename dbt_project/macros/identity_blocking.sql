@@ -75,7 +75,19 @@
 scope_changed_records as (
     select changed.*
     from {{ patients }} as changed
-    where changed.load_id > (select coalesce(max(held.load_id), 0) from {{ compared_keys }} as held)
+    where
+        changed.load_id > {{ loads_held_through(compared_keys) }}
+        -- A re-delivered patients file (a load superseded by one newer than the keys as
+        -- compared) can take records back to earlier loads or away: every record counts
+        -- as changed, and the night compares every record again.
+        or exists (
+            select 1
+            from {{ source('emr', 'load_manifest') }} as manifest
+            where
+                manifest.entity = 'patients'
+                and manifest.status = 'superseded'
+                and manifest.superseded_by > {{ loads_held_through(compared_keys) }}
+        )
 ),
 
 scope_changed_keys as (
@@ -148,47 +160,4 @@ match_scope as (
     inner join scope_blocks_across_the_limit
         on scope_block_members.block_key = scope_blocks_across_the_limit.block_key
 )
-{%- endmacro %}
-
-{#- Pre-hook of int_patient_match_pairs: delete the pairs of every record in scope (they
-    are compared again), or every pair when there are no keys as compared yet. -#}
-{% macro identity_forget_pairs_in_scope() -%}
-    {%- if is_incremental() -%}
-        {%- set compared_keys = identity_compared_blocking_keys() -%}
-        {%- if compared_keys is none -%}
-            delete from {{ this }}
-        {%- else -%}
-            with patients as (
-                select * from {{ ref('int_patients_normalised') }}
-            ),
-
-            {{ identity_match_scope('patients', compared_keys) }}
-
-            delete from {{ this }}
-            where
-                patient_key_a in (select match_scope.patient_key from match_scope)
-                or patient_key_b in (select match_scope.patient_key from match_scope)
-        {%- endif -%}
-    {%- endif -%}
-{%- endmacro %}
-
-{#- Pre-hook of int_patient_match_pairs: a re-delivered patients file (a load superseded by
-    one newer than the keys as compared) can take records back to earlier loads or away:
-    forget every pair and every key as compared, so the night compares every record again. -#}
-{% macro identity_forget_pairs_of_superseded_loads() -%}
-    {%- set compared_keys = identity_compared_blocking_keys() -%}
-    {%- if is_incremental() and compared_keys is not none -%}
-        {%- set superseded -%}
-            exists (
-                select 1
-                from {{ source('emr', 'load_manifest') }} as manifest
-                where
-                    manifest.entity = 'patients'
-                    and manifest.status = 'superseded'
-                    and manifest.superseded_by > {{ loads_held_through(compared_keys) }}
-            )
-        {%- endset -%}
-        delete from {{ this }} where {{ superseded }};
-        delete from {{ compared_keys }} where {{ superseded }}
-    {%- endif -%}
 {%- endmacro %}

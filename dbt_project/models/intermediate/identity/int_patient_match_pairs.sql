@@ -22,12 +22,15 @@
     config(
         materialized='incremental',
         on_schema_change='fail',
-        pre_hook=[
-            "{{ identity_forget_pairs_of_superseded_loads() }}",
-            "{{ identity_forget_pairs_in_scope() }}",
-        ],
+        pre_hook="{% if is_incremental() %}
+            delete from {{ this }}
+            where
+                patient_key_a in (select patient_key from {{ ref('int_patient_match_scope') }})
+                or patient_key_b in (select patient_key from {{ ref('int_patient_match_scope') }})
+        {% endif %}",
     )
 }}
+-- depends_on: {{ ref('int_patient_match_scope') }}
 
 -- Candidate pairs of patient records, the evidence for and against each being one
 -- person, a score and a decision.
@@ -38,7 +41,7 @@
 -- front-desk phone or a placeholder birth date says nothing about identity and would
 -- explode the pairs.
 --
--- Incremental: a night compares again only the records in identity_match_scope (the
+-- Incremental: a night compares again only the records in int_patient_match_scope (the
 -- records of its new loads, and every record of a block that crossed the size limit);
 -- a pre-hook deletes their pairs first. The keys as last compared are in
 -- int_patient_blocking_keys, built right after this model.
@@ -61,7 +64,21 @@ names_compared as (
 
 {%- if scoped %}
 
-{{ identity_match_scope('patients', compared_keys) }},
+match_scope as (
+    select * from {{ ref('int_patient_match_scope') }}
+),
+
+scope_changed_records as (
+    select patients.*
+    from patients
+    inner join match_scope
+        on patients.patient_key = match_scope.patient_key
+    where match_scope.is_changed
+),
+
+scope_changed_keys as (
+    {{ identity_blocking_keys('scope_changed_records') }}
+),
 
 -- The keys of the records in scope, and every record that holds one of them now: the
 -- changed records' keys as loaded, the others' as last compared (they have not changed).
@@ -72,13 +89,7 @@ scope_keys as (
     from {{ compared_keys }} as held
     inner join match_scope
         on held.patient_key = match_scope.patient_key
-    where
-        held.block_key is not null
-        and not exists (
-            select 1
-            from scope_changed_records
-            where scope_changed_records.patient_key = held.patient_key
-        )
+    where held.block_key is not null and not match_scope.is_changed
     union all
     select
         patient_key,
@@ -96,8 +107,14 @@ blocking_keys as (
         held.block_key in (select scope_keys.block_key from scope_keys)
         and not exists (
             select 1
-            from scope_changed_records
-            where scope_changed_records.patient_key = held.patient_key
+            from match_scope
+            where match_scope.patient_key = held.patient_key and match_scope.is_changed
+        )
+        -- a record a re-delivered patients file took away holds no key any more
+        and exists (
+            select 1
+            from patients
+            where patients.patient_key = held.patient_key
         )
     union all
     select
