@@ -15,13 +15,19 @@
 {% macro forget_rows_of_superseded_loads(relation, entities) -%}
     {%- if is_incremental() -%}
         delete from {{ relation }}
-        where exists (
-            select 1
-            from {{ source('emr', 'load_manifest') }} as manifest
-            where
-                manifest.entity in ('{{ entities | join("', '") }}')
-                and manifest.status = 'superseded'
-                and manifest.superseded_by > {{ loads_held_through(relation) }}
-        )
+        where {{ a_load_superseded_since(relation, entities) }}
     {%- endif -%}
+{%- endmacro %}
+
+{#- True when a load of one of `entities` was superseded (a re-delivered file) by a load
+    newer than the watermark of `relation`. -#}
+{% macro a_load_superseded_since(relation, entities) -%}
+    exists (
+        select 1
+        from {{ source('emr', 'load_manifest') }} as manifest
+        where
+            manifest.entity in ('{{ entities | join("', '") }}')
+            and manifest.status = 'superseded'
+            and manifest.superseded_by > {{ loads_held_through(relation) }}
+    )
 {%- endmacro %}

@@ -1,7 +1,4 @@
-{%- set suppression_reasons = [
-    'deceased', 'hold', 'opted_out', 'no_valid_contact',
-    'future_appointment', 'seen_recently', 'attempt_cap_reached', 'resting',
-] -%}
+{%- set suppression_reasons = suppression_reason_codes() -%}
 {{
     config(
         materialized='incremental',

@@ -1,7 +1,4 @@
-{%- set suppression_reasons = [
-    'deceased', 'hold', 'opted_out', 'no_valid_contact',
-    'future_appointment', 'seen_recently', 'attempt_cap_reached', 'resting',
-] -%}
+{%- set suppression_reasons = suppression_reason_codes() -%}
 {%- set decisions = ['booked', 'declined', 'not_now', 'unreachable', 'opted_out', 'closed_without_response'] -%}
 
 -- The reactivation funnel per location, rule, segment, channel and ISO week.
