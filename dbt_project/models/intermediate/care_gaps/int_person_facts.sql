@@ -5,7 +5,7 @@
 -- (a mastectomy, a periodontal treatment); for value sets with a window
 -- (value_set_windows: hospice and palliative care, 12 months) only recent events.
 with persons as (
-    select * from {{ ref('persons') }}
+    select * from {{ ref('int_person_profiles') }}
 ),
 
 patients as (

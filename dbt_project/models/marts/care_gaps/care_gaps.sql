@@ -1,4 +1,4 @@
-{#- Sorts of several million rows (closing events, coverage ranking): 1 GB per sort or hash
+{#- Sorts of several million rows (coverage ranking, population): 1 GB per sort or hash
     keeps them in memory on a box where only two dbt threads run (the project default is
     256 MB; this hook runs after it). -#}
 {{ config(pre_hook="{% if target.type == 'postgres' %}set local work_mem = '1GB'{% endif %}") }}
@@ -29,8 +29,8 @@ person_facts as (
     select * from {{ ref('int_person_facts') }}
 ),
 
-coded_events as (
-    select * from {{ ref('int_clinical_events_coded') }}
+closing_events as (
+    select * from {{ ref('int_care_gap_closing_events') }}
 ),
 
 triggers as (
@@ -157,56 +157,11 @@ population as (
 
 -- interval rules ----------------------------------------------------------------------
 
--- Closing events on or before the as-of date, per rule, narrow: the latest event of
--- each closing value set, and the value of the latest valued closing event of the
--- rule (the HbA1c result that decides whether the 3- or 6-month interval applies).
-closing_events_to_date as (
-    select
-        coded_events.person_id,
-        rule_value_sets.rule_id,
-        rule_value_sets.value_set_id,
-        rule_value_sets.interval_months,
-        rule_value_sets.min_age_at_event,
-        coded_events.event_date,
-        coded_events.value_numeric,
-        coded_events.location_id
-    from coded_events
-    inner join rule_value_sets
-        on
-            coded_events.value_set_id = rule_value_sets.value_set_id
-            and rule_value_sets.value_set_role = 'closing'
-    cross join run_parameters
-    where coded_events.event_date <= run_parameters.as_of_date
-),
-
-latest_values as (
-    select
-        person_id,
-        rule_id,
-        value_numeric as latest_value,
-        row_number() over (
-            partition by person_id, rule_id
-            order by event_date desc, value_numeric desc
-        ) as value_recency_rank
-    from closing_events_to_date
-    where value_numeric is not null
-),
-
-closing_events as (
-    select
-        *,
-        row_number() over (
-            partition by person_id, rule_id, value_set_id
-            order by event_date desc, value_numeric desc nulls last, location_id asc
-        ) as value_set_recency_rank
-    from closing_events_to_date
-),
-
--- The latest event of every closing value set for the people in the rule's
--- population, counted only from min_age_at_event (an HPV test before 30 does not
--- count; the latest test is the oldest the person was), with the interval it earns:
--- the short one when the person is in the short-interval value set or the latest
--- result is above goal.
+-- The latest event of every closing value set (int_care_gap_closing_events) for the
+-- people in the rule's population, counted only from min_age_at_event (an HPV test
+-- before 30 does not count; the latest test is the oldest the person was), with the
+-- interval it earns: the short one when the person is in the short-interval value
+-- set or the latest result is above goal.
 interval_candidates as (
     select
         population.*,
@@ -219,7 +174,7 @@ interval_candidates as (
                 population.short_interval_months is not null
                 and (
                     population.in_short_interval_value_set
-                    or latest_values.latest_value > population.above_goal_value
+                    or closing_events.latest_value > population.above_goal_value
                 )
                 then population.short_interval_months
             else closing_events.interval_months
@@ -229,14 +184,8 @@ interval_candidates as (
         on
             population.person_id = closing_events.person_id
             and population.rule_id = closing_events.rule_id
-    left join latest_values
-        on
-            closing_events.person_id = latest_values.person_id
-            and closing_events.rule_id = latest_values.rule_id
-            and latest_values.value_recency_rank = 1
     where
         population.rule_kind = 'interval'
-        and closing_events.value_set_recency_rank = 1
         and (
             closing_events.min_age_at_event is null
             or closing_events.event_date

@@ -1,8 +1,11 @@
 -- Locations side by side, from the first run to the as-of date: tonight's
 -- eligibility, what outreach did and what came of it, the rates, and each
 -- location's booked rate against the network's (all locations together).
-with funnel as (
-    select * from {{ ref('rpt_reactivation_funnel') }}
+-- Outreach to date is counted from the episodes themselves, as the funnel counts its
+-- contact half, so this report need not wait for the weekly eligibility counts.
+with episode_outcomes as (
+    select * from {{ ref('int_episode_outcomes') }}
+    where is_contacted
 ),
 
 eligibility as (
@@ -26,18 +29,18 @@ tonight as (
 to_date as (
     select
         location_id,
-        sum(contacted) as contacted,
-        sum(delivered) as delivered,
-        sum(replied) as replied,
-        sum(booked) as booked,
-        sum(showed) as showed,
-        sum(no_shows) as no_shows,
-        sum(decided) as decided,
-        sum(decided_opted_out) as opted_out,
-        sum(decided_unreachable) as unreachable,
+        count(*) as contacted,
+        sum(case when is_delivered then 1 else 0 end) as delivered,
+        sum(case when is_replied then 1 else 0 end) as replied,
+        sum(case when is_booked then 1 else 0 end) as booked,
+        sum(case when is_showed then 1 else 0 end) as showed,
+        sum(case when is_no_show then 1 else 0 end) as no_shows,
+        sum(case when is_decided then 1 else 0 end) as decided,
+        sum(case when decision = 'opted_out' then 1 else 0 end) as opted_out,
+        sum(case when decision = 'unreachable' then 1 else 0 end) as unreachable,
         sum(touches_made) as touches_made,
         sum(touches_undeliverable) as touches_undeliverable
-    from funnel
+    from episode_outcomes
     group by location_id
 ),
 
