@@ -64,7 +64,9 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     from reactivation.warehouse import warehouse_url
 
     with warehouse_url() as url:
-        result = run_dbt_build(url, as_of=args.as_of, select=args.select, full_refresh=args.full_refresh)
+        result = run_dbt_build(
+            url, as_of=args.as_of, select=args.select, full_refresh=args.full_refresh, unit_tests=args.unit_tests
+        )
     print(json.dumps(result, indent=2))
     return 0 if result["success"] else 1
 
@@ -176,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rebuild incremental models (EMR staging) from the raw layer, e.g. after a staging model's columns "
         "changed; the nightly eligibility history is kept",
+    )
+    transform.add_argument(
+        "--unit-tests",
+        action="store_true",
+        help="also run dbt's unit tests, each before its model (the nightly build leaves them to `make test`)",
     )
     transform.set_defaults(func=_cmd_transform)
 

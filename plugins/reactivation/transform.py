@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from reactivation.dbt_runner import TIMINGS_ENV
 from reactivation.settings import PROJECT_ROOT, get_settings
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,6 @@ def dbt_env(url: str, *, threads: int | None = None) -> dict[str, str]:
     return env
 
 
-def _dbt_executable() -> str:
-    candidate = Path(sys.executable).with_name("dbt")
-    return str(candidate) if candidate.exists() else "dbt"
-
-
 def run_dbt(
     url: str, args: list[str], *, as_of: date | None = None, variables: dict | None = None, timeout: int = 3600
 ) -> tuple[subprocess.CompletedProcess, Path]:
@@ -64,7 +60,9 @@ def run_dbt(
     target = settings.state_dir / "dbt" / "target"
     log_path = settings.state_dir / "dbt" / "logs"
     command = [
-        _dbt_executable(),
+        sys.executable,
+        "-m",
+        "reactivation.dbt_runner",
         *args,
         "--project-dir",
         str(DBT_PROJECT_DIR),
@@ -84,7 +82,7 @@ def run_dbt(
     try:
         process = subprocess.run(
             command,
-            env=dbt_env(url),
+            env={**dbt_env(url), TIMINGS_ENV: str(settings.state_dir / "dbt" / "node_timings.json")},
             cwd=DBT_PROJECT_DIR,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -104,15 +102,38 @@ def run_dbt_build(
     full_refresh: bool = False,
     variables: dict | None = None,
     timeout: int = 3600,
+    unit_tests: bool = False,
 ) -> dict:
-    """``dbt build`` (seeds, models, tests) and a count-only summary from run_results.json.
+    """``dbt build`` (seeds, models, data tests) and a count-only summary from run_results.json.
 
     ``full_refresh`` rebuilds incremental models from the raw layer (needed after a staging model's
     columns change); the nightly eligibility history is exempt (``full_refresh=false`` in its config).
+    dbt's unit tests check the models' logic on fixed inputs, so they tell nothing new about a night's
+    data: the nightly build leaves them out (as dbt advises for production runs) and ``make test`` runs
+    them (``run_unit_tests``); ``unit_tests=True`` runs them here too, each before its model.
     """
     started = time.monotonic()
     args = ["build"] + (["--select", select] if select else []) + (["--full-refresh"] if full_refresh else [])
+    if not unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
     process, target = run_dbt(url, args, as_of=as_of, variables=variables, timeout=timeout)
+    return _summary("build", process, target, started, as_of)
+
+
+def run_unit_tests(url: str, *, as_of: date, select: str | None = None, timeout: int = 1800) -> dict:
+    """dbt's unit tests (``dbt test --select test_type:unit``), with the same summary as a build.
+
+    dbt reads each tested model's inputs' columns from the warehouse, so the models must exist (a
+    build, even of an empty warehouse); their rows are never read.
+    """
+    started = time.monotonic()
+    selection = "test_type:unit" + (f",{select}" if select else "")
+    process, target = run_dbt(url, ["test", "--select", selection], as_of=as_of, timeout=timeout)
+    return _summary("test", process, target, started, as_of)
+
+
+def _summary(command: str, process: subprocess.CompletedProcess, target: Path, started: float, as_of: date) -> dict:
+    """Counts by status from run_results.json; failures carry only the node name and failing-row count."""
     results_file = target / "run_results.json"
     statuses: dict[str, int] = {}
     failures: list[dict] = []
@@ -122,12 +143,11 @@ def run_dbt_build(
             status = item.get("status", "unknown")
             statuses[status] = statuses.get(status, 0) + 1
             if status in {"error", "fail"}:
-                # Test failures carry only the node name and failing-row count, never rows.
                 failures.append({"node": item.get("unique_id"), "status": status, "failures": item.get("failures")})
     success = process.returncode == 0
     if not statuses and not success:
         tail = "\n".join(process.stdout.splitlines()[-15:])
-        raise TransformError(f"dbt build failed before running any node (exit {process.returncode}):\n{tail}")
+        raise TransformError(f"dbt {command} failed before running any node (exit {process.returncode}):\n{tail}")
     summary = {
         "success": success,
         "as_of": as_of.isoformat(),
@@ -135,7 +155,7 @@ def run_dbt_build(
         "failures": failures,
         "seconds": round(time.monotonic() - started, 1),
     }
-    log.info("dbt build success=%s nodes=%s", success, statuses)
+    log.info("dbt %s success=%s nodes=%s", command, success, statuses)
     return summary
 
 
