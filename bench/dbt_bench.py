@@ -115,12 +115,8 @@ def timed_build(url: str, server: ServerCpu, *, as_of: date, label: str, target:
     dbt_cpu_before, server_cpu_before = _children_cpu(), server.total()
     started = time.monotonic()
     with LoadAverage() as load:
-        if full_refresh:
-            process, target_dir = transform.run_dbt(url, ["build", "--full-refresh"], as_of=as_of)
-            summary = {"success": process.returncode == 0}
-        else:
-            summary = transform.run_dbt_build(url, as_of=as_of)
-            target_dir = transform.get_settings().state_dir / "dbt" / "target"
+        summary = transform.run_dbt_build(url, as_of=as_of, full_refresh=full_refresh)
+        target_dir = transform.get_settings().state_dir / "dbt" / "target"
     wall = time.monotonic() - started
     results = json.loads((target_dir / "run_results.json").read_text())
     kept = WORK_DIR / f"run_results-{''.join(c if c.isalnum() else '-' for c in label)}.json"
@@ -271,6 +267,23 @@ def load_extract(url: str, extract: Path, extract_date: date) -> int:
 # -- main ------------------------------------------------------------------------------------
 
 
+def copy_week_of_nights(url: str, night: date, sunday: date) -> int:
+    """The eligibility rows of ``night`` copied onto Monday to Saturday of ``sunday``'s week; rows copied."""
+    monday = sunday - timedelta(days=6)
+    copied = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        for day in range(6):
+            copied += conn.execute(
+                "insert into intermediate.int_eligibility_daily"
+                " select (%s::date) as as_of, person_id, rule_id, location_id, segment, preferred_channel,"
+                " is_next_action, status, reason, suppression_reasons"
+                " from intermediate.int_eligibility_daily where as_of = %s",
+                (monday + timedelta(days=day), night),
+            ).rowcount
+        conn.execute("analyze intermediate.int_eligibility_daily")
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=1_000_000)
@@ -284,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start from the copy of the warehouse the last full build left (same extract, same project): "
         "only the delta is loaded and built",
+    )
+    parser.add_argument(
+        "--delta-on-sunday",
+        action="store_true",
+        help="run the delta night on the Sunday after the as-of date, with the full build's eligibility night "
+        "copied onto each earlier night of that week, so the weekly count reads seven nights as on a Sunday "
+        "(the default delta night is a Monday, the first of its week)",
     )
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # progress shows when the output goes to a file
@@ -319,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
                 conn.execute(f'create database "{SNAPSHOT}" template "{DATABASE}" strategy file_copy')
 
         next_day = args.as_of + timedelta(days=1)
+        if args.delta_on_sunday:
+            next_day = args.as_of + timedelta(days=7 - args.as_of.isoweekday() or 7)
+            copied = copy_week_of_nights(url, args.as_of, next_day)
+            print(f"\n{copied:,} eligibility rows copied onto the six nights before {next_day} (a Sunday)")
         delta = derive_delta(extract, args.delta_share, next_day)
         delta_rows = load_extract(url, delta, next_day)
         print(f"\ndelta: {delta_rows:,} rows loaded (patients, appointments, encounters) for {next_day}")
