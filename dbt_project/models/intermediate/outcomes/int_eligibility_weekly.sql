@@ -63,11 +63,30 @@ weeks_to_count as (
     {%- endif %}
 ),
 
-eligibility as (
+-- Tonight's week is read with its bounds written into the query: the planner then
+-- scans and sorts its nights in parallel (on a Sunday, seven nights of about two
+-- million rows: 13 s instead of 19-21 s at 1M patients). Other weeks to re-count are rare
+-- (a re-run, a night whose count did not follow) and go through the list above.
+as_of_week_nights as (
+    select
+        cast({{ dbt.date_trunc('week', as_of_date()) }} as date) as week_start,
+        as_of,
+        person_id,
+        rule_id,
+        location_id,
+        segment,
+        preferred_channel,
+        status,
+        reason
+    from {{ ref('int_eligibility_daily') }}
+    where
+        as_of >= cast({{ dbt.date_trunc('week', as_of_date()) }} as date)
+        and as_of <= {{ as_of_date() }}
+),
+
+other_week_nights as (
     select
         weeks_to_count.week_start,
-        weeks_to_count.nights_counted,
-        weeks_to_count.last_night_counted,
         nights.as_of,
         nights.person_id,
         nights.rule_id,
@@ -82,21 +101,30 @@ eligibility as (
             weeks_to_count.week_start <= nights.as_of
             and cast({{ dbt.dateadd('day', 7, 'weeks_to_count.week_start') }} as date) > nights.as_of
             and nights.as_of <= {{ as_of_date() }}
+    where weeks_to_count.week_start != cast({{ dbt.date_trunc('week', as_of_date()) }} as date)
 ),
 
+-- Each week's nights rank apart (a week never spans both lists), so the as-of week's
+-- sort stays on its own.
+{%- set best_night_first %}
+    partition by week_start, person_id, rule_id
+    order by
+        case status when 'candidate' then 1 when 'suppressed' then 2 else 3 end asc,
+        as_of desc
+{%- endset %}
 person_weeks as (
     select
         *,
-        row_number() over (
-            partition by week_start, person_id, rule_id
-            order by
-                case status when 'candidate' then 1 when 'suppressed' then 2 else 3 end asc,
-                as_of desc
-        ) as status_rank
-    from eligibility
+        row_number() over ({{ best_night_first }}) as status_rank
+    from as_of_week_nights
+    union all
+    select
+        *,
+        row_number() over ({{ best_night_first }}) as status_rank
+    from other_week_nights
 ),
 
-final as (
+counted as (
     select
         week_start,
         coalesce(location_id, 'unknown') as location_id,
@@ -111,9 +139,7 @@ final as (
                 case when status = 'suppressed' and reason = '{{ reason }}' then 1 else 0 end
             ) as suppressed_{{ reason }},
         {%- endfor %}
-        sum(case when status = 'eligible' then 1 else 0 end) as waiting_other_gap,
-        nights_counted,
-        last_night_counted
+        sum(case when status = 'eligible' then 1 else 0 end) as waiting_other_gap
     from person_weeks
     where status_rank = 1
     group by
@@ -121,9 +147,16 @@ final as (
         coalesce(location_id, 'unknown'),
         rule_id,
         segment,
-        preferred_channel,
-        nights_counted,
-        last_night_counted
+        preferred_channel
+),
+
+final as (
+    select
+        counted.*,
+        weeks_to_count.nights_counted,
+        weeks_to_count.last_night_counted
+    from counted
+    inner join weeks_to_count on counted.week_start = weeks_to_count.week_start
 )
 
 select * from final
