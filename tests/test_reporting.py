@@ -542,6 +542,22 @@ def test_location_comparison_and_opt_outs(reporting: dict) -> None:
     assert float(here["booked_rate"]) == pytest.approx(2 / 6, abs=1e-4)
     assert float(here["booked_rate_vs_network"]) == 0  # the only location with outreach is the network
     assert here["booked_rate_rank"] == 1
+    # Tonight's people per location, against distinct counts over the night's eligibility rows.
+    comparison = _rows(url, "select * from marts.rpt_location_comparison where eligible_people_tonight > 0")
+    (night,) = {r["as_of"] for r in comparison}
+    counted = """select coalesce(location_id, 'unknown') as location_id, count(distinct person_id) as eligible,
+                        count(distinct case when status = 'candidate' then person_id end) as candidates,
+                        count(distinct case when status = 'suppressed' and is_next_action then person_id end)
+                            as suppressed
+                 from intermediate.int_eligibility_daily where as_of = %s group by 1"""
+    expected = {
+        r["location_id"]: (r["eligible"], r["candidates"], r["suppressed"]) for r in _rows(url, counted, (night,))
+    }
+    assert len(expected) >= 2 and all(sum(column) > 0 for column in zip(*expected.values(), strict=True))
+    assert {
+        r["location_id"]: (r["eligible_people_tonight"], r["candidates_tonight"], r["suppressed_tonight"])
+        for r in comparison
+    } == expected
     opt_outs = _rows(url, "select * from marts.rpt_opt_outs_and_complaints order by channel")
     sms = [r for r in opt_outs if r["channel"] == "sms"]
     assert len(sms) == 1 and sms[0]["week_start"] == WEEK_OF_TOUCHES
