@@ -40,13 +40,7 @@ tonight as (
 to_date as (
     select
         location_id,
-        count(*) as contacted,
-        sum(case when is_delivered then 1 else 0 end) as delivered,
-        sum(case when is_replied then 1 else 0 end) as replied,
-        sum(case when is_booked then 1 else 0 end) as booked,
-        sum(case when is_showed then 1 else 0 end) as showed,
-        sum(case when is_no_show then 1 else 0 end) as no_shows,
-        sum(case when is_decided then 1 else 0 end) as decided,
+        {{ episode_outcome_counts() }},
         sum(case when decision = 'opted_out' then 1 else 0 end) as opted_out,
         sum(case when decision = 'unreachable' then 1 else 0 end) as unreachable,
         sum(touches_made) as touches_made,

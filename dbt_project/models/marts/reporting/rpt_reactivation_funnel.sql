@@ -65,13 +65,7 @@ contact_counts as (
             0 as suppressed_{{ reason }},
         {%- endfor %}
         0 as waiting_other_gap,
-        count(*) as contacted,
-        sum(case when is_delivered then 1 else 0 end) as delivered,
-        sum(case when is_replied then 1 else 0 end) as replied,
-        sum(case when is_booked then 1 else 0 end) as booked,
-        sum(case when is_showed then 1 else 0 end) as showed,
-        sum(case when is_no_show then 1 else 0 end) as no_shows,
-        sum(case when is_decided then 1 else 0 end) as decided,
+        {{ episode_outcome_counts() }},
         {%- for decision in decisions %}
             sum(case when decision = '{{ decision }}' then 1 else 0 end) as decided_{{ decision }},
         {%- endfor %}
