@@ -47,13 +47,13 @@ def test_unit_tests_pass_and_cover_every_rule_but_stay_out_of_the_nightly_build(
     with (DBT_PROJECT_DIR / "seeds" / "rules" / "care_gap_rules.csv").open() as seed:
         rule_ids = {row["rule_id"] for row in csv.DictReader(seed)}
     assert len(rule_ids) == 14
-    assert {f"unit_test.reactivation.care_gaps.care_gaps_{rule_id}" for rule_id in rule_ids} <= declared
+    assert {f"unit_test.reactivation.int_care_gap_evaluations.care_gaps_{rule_id}" for rule_id in rule_ids} <= declared
 
     # The nightly build leaves them out; asked to, a build runs each before its model.
-    nightly = run_dbt_build(warehouse, as_of=AS_OF, select="care_gaps")
+    nightly = run_dbt_build(warehouse, as_of=AS_OF, select="int_care_gap_evaluations")
     assert nightly["success"], nightly["failures"]
     assert _unit_test_results(target) == {}
-    with_unit_tests = run_dbt_build(warehouse, as_of=AS_OF, select="care_gaps", unit_tests=True)
+    with_unit_tests = run_dbt_build(warehouse, as_of=AS_OF, select="int_care_gap_evaluations", unit_tests=True)
     assert with_unit_tests["success"], with_unit_tests["failures"]
-    care_gaps_tests = {name for name in declared if name.startswith("unit_test.reactivation.care_gaps.")}
+    care_gaps_tests = {name for name in declared if name.startswith("unit_test.reactivation.int_care_gap_evaluations.")}
     assert _unit_test_results(target) == dict.fromkeys(care_gaps_tests, "pass")
