@@ -250,9 +250,10 @@ def test_a_rule_switched_off_in_the_seed_has_no_rows(
     try:
         monkeypatch.setenv("REACTIVATION_STATE_DIR", str(tmp_path / "state"))
         get_settings.cache_clear()
-        summary = run_dbt_build(built, as_of=AS_OF, select="care_gaps")
+        # The evaluations are incremental: a changed catalog has every person evaluated again.
+        summary = run_dbt_build(built, as_of=AS_OF, select="int_care_gap_evaluations care_gaps")
         assert not _own_failures(summary), summary
-        assert summary["nodes"].get("success") == 1, summary  # care_gaps was rebuilt
+        assert summary["nodes"].get("success") == 2, summary  # both were rebuilt
         after = _care_gap_rows(built)
     finally:
         with psycopg.connect(built, autocommit=True) as conn:
@@ -279,6 +280,58 @@ def test_dbt_sessions_sort_in_memory_without_jit(
     assert process.returncode == 0, process.stdout[-2000:]
     assert '"wm": "256MB"' in process.stdout and '"jit": "off"' in process.stdout, process.stdout[-2000:]
     assert '"st": "10min"' in process.stdout, process.stdout[-2000:]
+
+
+def _table_fingerprint(url: str, table: str) -> tuple[int, str]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            f"select count(*), md5(coalesce(string_agg(md5(t::text), '' order by md5(t::text)), '')) from {table} as t"
+        ).fetchone()
+
+
+def test_care_gaps_evaluated_incrementally_equal_a_full_evaluation_as_the_nights_go_by(
+    warehouse: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """int_care_gap_evaluations re-applies the rules only to the people whose inputs changed or whose
+    rows change by the calendar (a due date, a due-soon window, a trigger leaving its lookback). Night
+    after night, with days and weeks between them, and once back to an earlier date, care_gaps must equal
+    what a full evaluation for the same night gives; and a night must evaluate only some people again."""
+    from reactivation.generate import generate_extract
+    from reactivation.settings import get_settings
+    from reactivation.transform import run_dbt, run_dbt_build
+
+    monkeypatch.setenv("REACTIVATION_STATE_DIR", str(tmp_path / "state"))
+    get_settings.cache_clear()
+    extract = tmp_path / "extract"
+    expected = generate_extract(extract, patients=400, locations=1, seed=77, as_of=AS_OF)
+    location = expected["locations"][0]["location_id"]
+    assert not load_path(warehouse, extract / location, fmt="csv", location=location, extract_date=AS_OF).totals[
+        "rejected"
+    ]
+    first = run_dbt_build(warehouse, as_of=AS_OF, select="+care_gaps")
+    assert not _own_failures(first), first
+    results_file = tmp_path / "state" / "dbt" / "target" / "run_results.json"
+
+    evaluated: dict[date, int] = {}
+    for night in (AS_OF + timedelta(days=1), AS_OF + timedelta(days=45), AS_OF + timedelta(days=3)):
+        summary = run_dbt_build(warehouse, as_of=night, select="+care_gaps")
+        assert not _own_failures(summary), summary
+        results = json.loads(results_file.read_text())["results"]
+        response = next(r for r in results if r["unique_id"].endswith(".int_care_gap_evaluations"))
+        evaluated[night] = response["adapter_response"]["rows_affected"]
+        incremental = _table_fingerprint(warehouse, "marts.care_gaps")
+        process, _ = run_dbt(
+            warehouse, ["run", "--full-refresh", "--select", "int_care_gap_evaluations care_gaps"], as_of=night
+        )
+        assert process.returncode == 0, process.stdout[-3000:]
+        assert _table_fingerprint(warehouse, "marts.care_gaps") == incremental, night
+
+    total = incremental[0]
+    assert total > 400
+    # Six weeks on, some statuses moved by the calendar and were evaluated again; most people's stood.
+    assert 0 < evaluated[AS_OF + timedelta(days=45)] < total / 2, evaluated
+    # Back to an earlier night, every person is evaluated again.
+    assert evaluated[AS_OF + timedelta(days=3)] >= total, evaluated
 
 
 # -- incremental builds --------------------------------------------------------------------
