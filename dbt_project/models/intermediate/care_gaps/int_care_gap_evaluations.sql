@@ -75,7 +75,9 @@ catalog as materialized (
     select
         md5(
             '{{ local_md5(model.raw_code) }}'
-            || (select string_agg(cast(rules as {{ dbt.type_string() }}), '|' order by rules.rule_id) from rules)
+            || coalesce(
+                (select string_agg(cast(rules as {{ dbt.type_string() }}), '|' order by rules.rule_id) from rules), ''
+            )
             || coalesce(
                 (
                     select
@@ -124,7 +126,8 @@ stored as (
         min(stored_rows.inputs_hash) as inputs_hash,
         min(stored_rows.reevaluate_on) as reevaluate_on,
         bool_or(
-            stored_rows.catalog_hash != catalog.catalog_hash or stored_rows.as_of_date > run_parameters.as_of_date
+            stored_rows.catalog_hash is distinct from catalog.catalog_hash
+            or stored_rows.as_of_date > run_parameters.as_of_date
         ) as is_stale
     from {{ this }} as stored_rows
     cross join catalog
