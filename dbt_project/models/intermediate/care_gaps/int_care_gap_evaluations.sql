@@ -93,21 +93,18 @@ catalog as materialized (
         ) as catalog_hash
 ),
 
+{%- set inputs = ['person_facts', 'closing_events', 'triggers'] %}
+
 input_row_hashes as (
-    select
-        person_id,
-        hash_record_extended(all_person_facts, 1) as row_hash
-    from all_person_facts
-    union all
-    select
-        person_id,
-        hash_record_extended(all_closing_events, 2) as row_hash
-    from all_closing_events
-    union all
-    select
-        person_id,
-        hash_record_extended(all_triggers, 3) as row_hash
-    from all_triggers
+    {%- for input in inputs %}
+        select
+            person_id,
+            hash_record_extended(all_{{ input }}, {{ loop.index }}) as row_hash
+        from all_{{ input }}
+        {%- if not loop.last %}
+            union all
+        {%- endif %}
+    {%- endfor %}
 ),
 
 person_inputs as (
@@ -163,29 +160,18 @@ persons_to_evaluate as (
 
 {%- endif %}
 
-person_facts as (
-    select all_person_facts.*
-    from all_person_facts
-    {%- if is_incremental() %}
-        where all_person_facts.person_id in (select persons_to_evaluate.person_id from persons_to_evaluate)
-    {%- endif %}
-),
+-- Each input narrowed to the people evaluated tonight.
+{%- for input in inputs %}
 
-closing_events as (
-    select all_closing_events.*
-    from all_closing_events
+{{ input }} as (
+    select all_{{ input }}.*
+    from all_{{ input }}
     {%- if is_incremental() %}
-        where all_closing_events.person_id in (select persons_to_evaluate.person_id from persons_to_evaluate)
+        where all_{{ input }}.person_id in (select persons_to_evaluate.person_id from persons_to_evaluate)
     {%- endif %}
 ),
+{%- endfor %}
 
-triggers as (
-    select all_triggers.*
-    from all_triggers
-    {%- if is_incremental() %}
-        where all_triggers.person_id in (select persons_to_evaluate.person_id from persons_to_evaluate)
-    {%- endif %}
-),
 -- population: demographics, practice type, required conditions, exclusions --------
 -- Interval rules apply to everyone in their population; event-driven rules only to
 -- the people with a trigger of the rule (the others would get no row anyway). Each
