@@ -65,7 +65,12 @@ def _cmd_transform(args: argparse.Namespace) -> int:
 
     with warehouse_url() as url:
         result = run_dbt_build(
-            url, as_of=args.as_of, select=args.select, full_refresh=args.full_refresh, unit_tests=args.unit_tests
+            url,
+            as_of=args.as_of,
+            select=args.select,
+            full_refresh=args.full_refresh,
+            unit_tests=args.unit_tests,
+            variables={"test_every_row": True} if args.test_every_row else None,
         )
     print(json.dumps(result, indent=2))
     return 0 if result["success"] else 1
@@ -183,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--unit-tests",
         action="store_true",
         help="also run dbt's unit tests, each before its model (the nightly build leaves them to `make test`)",
+    )
+    transform.add_argument(
+        "--test-every-row",
+        action="store_true",
+        help="data tests read every row of the incremental models, not only the rows this build wrote "
+        "(macros/tests/rows_this_run_wrote.sql)",
     )
     transform.set_defaults(func=_cmd_transform)
 

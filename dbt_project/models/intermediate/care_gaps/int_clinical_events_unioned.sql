@@ -7,8 +7,9 @@
 -- from identity matching, so it builds while the matching runs.
 -- Incremental (see macros/incremental_loads.sql): a night re-derives every event of the
 -- patient records its new loads touch (a new or changed patient, encounter, procedure,
--- observation or condition, or an event whose encounter changed) and no other; a
--- re-delivered file of any of the five entities rebuilds it.
+-- observation or condition, an event whose encounter changed, or the record an encounter
+-- moved away from) and no other; a re-delivered file of any of the five entities
+-- rebuilds it.
 {%- set entities = ['patients', 'encounters', 'procedures', 'observations', 'conditions'] %}
 {{
     config(
@@ -16,6 +17,7 @@
         unique_key='patient_key',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
+        meta={'tests_read': 'rows_this_run_wrote'},
         pre_hook="{{ forget_rows_of_superseded_loads(this, " ~ entities ~ ") }}",
     )
 }}
@@ -28,12 +30,28 @@ watermark as (
 
 new_encounters as (
     select
+        encounter_key,
         source_system,
         source_location_id,
         encounter_id,
         patient_id
     from {{ ref('stg_emr__encounters') }}
     where load_id > (select watermark.load_id from watermark)
+),
+
+-- An encounter is keyed without its patient: a re-delivered one may have moved to another
+-- record (a correction in the EMR), whose earlier visit event this model still holds.
+records_losing_an_encounter as (
+    select
+        held_patients.source_system,
+        held_patients.source_location_id,
+        held_patients.patient_id
+    from {{ this }} as held
+    inner join new_encounters
+        on held.event_id = new_encounters.encounter_key
+    inner join {{ ref('stg_emr__patients') }} as held_patients
+        on held.patient_key = held_patients.patient_key
+    where held.event_kind = 'visit'
 ),
 
 touched_records as (
@@ -49,6 +67,8 @@ touched_records as (
         source_location_id,
         patient_id
     from new_encounters
+    union
+    select * from records_losing_an_encounter
     {%- for entity in ['procedures', 'observations', 'conditions'] %}
     union
     select
@@ -230,7 +250,8 @@ final as (
         all_events.value_numeric,
         coalesce(all_events.location_id, patients.location_id) as location_id,
         all_events.source_system,
-        all_events.load_id
+        all_events.load_id,
+        {{ build_started_at() }} as built_at
     from all_events
     inner join patients
         on

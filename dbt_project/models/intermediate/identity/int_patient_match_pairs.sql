@@ -22,6 +22,7 @@
     config(
         materialized='incremental',
         on_schema_change='fail',
+        meta={'tests_read': 'rows_this_run_wrote'},
         pre_hook="{% if is_incremental() %}
             delete from {{ this }}
             where
@@ -346,7 +347,8 @@ final as (
             ~ " then '+email_local_part' else '' end",
             "case when is_phone_equal then '+phone' else '' end",
             "case when is_address_equal then '+address' else '' end",
-        ]) }}, 2) as match_evidence
+        ]) }}, 2) as match_evidence,
+        {{ build_started_at() }} as built_at
     from decided
 )
 

@@ -12,6 +12,7 @@
         unique_key='patient_key',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
+        meta={'tests_read': 'rows_this_run_wrote'},
         pre_hook="{{ forget_rows_of_superseded_loads(this, ['patients']) }}",
     )
 }}
@@ -60,7 +61,8 @@ final as (
         *,
         {{ dbt.split_part('email_valid', "'@'", 1) }} as email_local_part,
         substr(first_name_normalised, 1, 1) as first_name_initial,
-        substr(last_name_normalised, 1, 3) as last_name_prefix
+        substr(last_name_normalised, 1, 3) as last_name_prefix,
+        {{ build_started_at() }} as built_at
     from normalised
 )
 

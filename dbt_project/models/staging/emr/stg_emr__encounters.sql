@@ -19,7 +19,8 @@ renamed as (
         coalesce(location_id, location_id_loaded) as location_id,
         extra as source_extra,
         extract_date,
-        load_id
+        load_id,
+        {{ build_started_at() }} as built_at
     from current_rows
 )
 

@@ -20,7 +20,8 @@ renamed as (
         phone_e164,
         extra as source_extra,
         extract_date,
-        load_id
+        load_id,
+        {{ build_started_at() }} as built_at
     from current_rows
 )
 

@@ -30,7 +30,8 @@ renamed as (
         email_is_valid,
         extra as source_extra,
         extract_date,
-        load_id
+        load_id,
+        {{ build_started_at() }} as built_at
     from current_rows
 )
 

@@ -18,7 +18,8 @@ renamed as (
         completed_date,
         extra as source_extra,
         extract_date,
-        load_id
+        load_id,
+        {{ build_started_at() }} as built_at
     from current_rows
 )
 

@@ -1,0 +1,167 @@
+"""Incremental models, night after night.
+
+- Their data tests read what a night wrote (macros/tests/rows_this_run_wrote.sql): the rows it
+  wrote, and for a uniqueness test every row sharing a value with them, so a row written tonight
+  that collides with an earlier night's row still fails the build. A row no night rewrote is not
+  read again; ``reactivation transform --test-every-row`` reads it.
+- The clinical events follow a re-delivered encounter that moved to another patient record.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+AS_OF = "2026-11-01"
+NEXT_DAY = "2026-11-02"
+DAY_AFTER = "2026-11-03"
+SELECTION = "+int_clinical_events_unioned"
+
+
+def _failed_tests(result: subprocess.CompletedProcess) -> set[str]:
+    """The names of the data tests that failed, from the transform's JSON summary."""
+    import json
+
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    return {failure["node"].split(".")[2] for failure in summary["failures"]}
+
+
+def _command(warehouse: str, state_tmp: Path):
+    env = {**os.environ, "WAREHOUSE_URL": warehouse, "REACTIVATION_STATE_DIR": str(state_tmp / "state")}
+    env["DBT_INDIRECT_SELECTION"] = "cautious"  # no test that also reads models outside the selection
+
+    def reactivation(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "reactivation"), *args], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env
+        )
+
+    return reactivation
+
+
+def _first_night(reactivation, extract: Path) -> None:
+    """A generated extract of one location, loaded and built up to the clinical events."""
+    generated = reactivation("generate", "--patients", "200", "--locations", "1", "--seed", "5", "--as-of", AS_OF,
+                             str(extract))  # fmt: skip
+    assert generated.returncode == 0, generated.stderr[-2000:]
+    loaded = reactivation(
+        "load", "--format", "csv", "--location", "loc_01", "--extract-date", AS_OF, str(extract / "loc_01")
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    first = reactivation("transform", "--as-of", AS_OF, "--select", SELECTION)
+    assert first.returncode == 0, first.stdout[-3000:]
+
+
+def _write_delta(folder: Path, entity: str, rows: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{entity}.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _read(extract: Path, entity: str) -> list[dict]:
+    with (extract / "loc_01" / f"{entity}.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_tests_read_the_rows_a_night_wrote_and_catch_collisions_with_earlier_rows(
+    warehouse: str, state_tmp: Path
+) -> None:
+    reactivation = _command(warehouse, state_tmp)
+    extract = state_tmp / "extract"
+    _first_night(reactivation, extract)
+
+    patients = _read(extract, "patients")
+    with psycopg.connect(warehouse) as conn:
+        keys = dict(conn.execute("select patient_id, patient_key from staging.stg_emr__patients").fetchall())
+        with_events = {
+            row[0] for row in conn.execute("select distinct patient_key from intermediate.int_clinical_events_unioned")
+        }
+        touched, bystander = [row for row in patients if keys.get(row["patient_id"]) in with_events][:2]
+        # An earlier night's row that breaks a test: not read again by a night that does not rewrite it.
+        broken = conn.execute(
+            "update staging.stg_emr__procedures set code = null"
+            " where procedure_key = (select min(procedure_key) from staging.stg_emr__procedures where patient_id = %s)"
+            " returning procedure_key",
+            (bystander["patient_id"],),
+        ).fetchone()
+        assert broken is not None
+        # An earlier night's row of another record sharing an event id with one of the touched record's
+        # events, which tonight's build rewrites: a collision the uniqueness test must still see.
+        columns = [
+            row[0]
+            for row in conn.execute(
+                "select column_name from information_schema.columns"
+                " where table_schema = 'intermediate' and table_name = 'int_clinical_events_unioned'"
+                " and column_name <> 'patient_key' order by ordinal_position"
+            )
+        ]
+        listed = ", ".join(columns)
+        planted = conn.execute(
+            f"insert into intermediate.int_clinical_events_unioned (patient_key, {listed})"
+            f" select %s, {listed} from intermediate.int_clinical_events_unioned"
+            " where patient_key = %s limit 1",
+            (keys[bystander["patient_id"]], keys[touched["patient_id"]]),
+        ).rowcount
+        assert planted == 1
+
+    # The next day's extract changes the touched patient's record only.
+    delta = state_tmp / "delta" / "loc_01"
+    _write_delta(delta, "patients", [dict(touched, language="es")])
+    loaded = reactivation("load", "--format", "csv", "--location", "loc_01", "--extract-date", NEXT_DAY, str(delta))
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+
+    night = reactivation("transform", "--as-of", NEXT_DAY, "--select", SELECTION)
+    assert night.returncode == 1, night.stdout[-3000:]
+    assert _failed_tests(night) == {"unique_int_clinical_events_unioned_event_id"}
+
+    every_row = reactivation("transform", "--as-of", NEXT_DAY, "--select", SELECTION, "--test-every-row")
+    assert every_row.returncode == 1, every_row.stdout[-3000:]
+    # dbt then skips what reads the staged procedures, the events and their tests among them.
+    assert _failed_tests(every_row) == {"not_null_stg_emr__procedures_code"}
+
+
+def test_the_events_follow_an_encounter_that_moved_to_another_record(warehouse: str, state_tmp: Path) -> None:
+    """An encounter is keyed without its patient, so a re-delivered one can name another record: the
+    record it left must lose its visit event, as a full rebuild has it (and not hold it twice)."""
+    from reactivation.transform import mart_fingerprints
+
+    reactivation = _command(warehouse, state_tmp)
+    extract = state_tmp / "extract"
+    _first_night(reactivation, extract)
+
+    # A visit that no procedure, observation or condition names, booked to one record on the next
+    # day and moved to another the day after: nothing else of the first record changes with it, so
+    # only the move itself can tell that record to re-derive its events.
+    encounter = next(row for row in _read(extract, "encounters") if row["visit_type_code"])
+    patient_ids = sorted({row["patient_id"] for row in _read(extract, "patients")})
+    first, other = patient_ids[:2]
+    visit = dict(encounter, encounter_id="moved-visit-1", patient_id=first, encounter_date=f"{NEXT_DAY}T09:00:00")
+    for night, as_of, patient_id in (("booked", NEXT_DAY, first), ("moved", DAY_AFTER, other)):
+        delta = state_tmp / night / "loc_01"
+        _write_delta(delta, "encounters", [dict(visit, patient_id=patient_id)])
+        loaded = reactivation("load", "--format", "csv", "--location", "loc_01", "--extract-date", as_of, str(delta))
+        assert loaded.returncode == 0, loaded.stderr[-2000:]
+        built = reactivation("transform", "--as-of", as_of, "--select", SELECTION)
+        assert built.returncode == 0, built.stdout[-3000:]
+        with psycopg.connect(warehouse) as conn:
+            holders = conn.execute(
+                "select patients.patient_id from intermediate.int_clinical_events_unioned as events"
+                " inner join staging.stg_emr__patients as patients on events.patient_key = patients.patient_key"
+                " inner join staging.stg_emr__encounters as encounters on events.event_id = encounters.encounter_key"
+                " where encounters.encounter_id = 'moved-visit-1'"
+            ).fetchall()
+        assert holders == [(patient_id,)], night
+
+    table = "intermediate.int_clinical_events_unioned"
+    incremental = mart_fingerprints(warehouse, (table,))
+    rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", SELECTION, "--full-refresh")
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
+    assert mart_fingerprints(warehouse, (table,)) == incremental
