@@ -18,7 +18,14 @@ patients as (
 records as (
     select
         identified.person_id,
-        patients.*
+        patients.source_system,
+        patients.source_location_id,
+        patients.patient_id,
+        patients.address_normalised,
+        patients.postal_code_5,
+        patients.phone_e164_valid,
+        patients.household_key,
+        patients.guarantor_id
     from identified
     inner join patients
         on identified.patient_key = patients.patient_key
@@ -47,32 +54,29 @@ shared_keys as (
     where household_key is not null
 ),
 
+-- Each holder of a key with the key's anchor (its smallest person_id) and its number of
+-- holders, from one sort by key (a group-by joined back to every holder costs twice that).
 shared_key_groups as (
     select
         link_type,
-        link_key,
-        min(person_id) as anchor_person_id,
-        count(*) as people
+        person_id,
+        min(person_id) over (partition by link_type, link_key) as anchor_person_id,
+        count(*) over (partition by link_type, link_key) as people
     from shared_keys
-    group by link_type, link_key
 ),
 
 links as (
     select
-        shared_keys.link_type,
-        shared_keys.person_id as person_id_a,
-        shared_key_groups.anchor_person_id as person_id_b
-    from shared_keys
-    inner join shared_key_groups
-        on
-            shared_keys.link_type = shared_key_groups.link_type
-            and shared_keys.link_key = shared_key_groups.link_key
+        link_type,
+        person_id as person_id_a,
+        anchor_person_id as person_id_b
+    from shared_key_groups
     where
-        shared_keys.person_id <> shared_key_groups.anchor_person_id
+        person_id <> anchor_person_id
         and (
-            (shared_key_groups.link_type = 'address' and shared_key_groups.people <= {{ max_people['address'] }})
-            or (shared_key_groups.link_type = 'phone' and shared_key_groups.people <= {{ max_people['phone'] }})
-            or (shared_key_groups.link_type = 'account' and shared_key_groups.people <= {{ max_people['account'] }})
+            (link_type = 'address' and people <= {{ max_people['address'] }})
+            or (link_type = 'phone' and people <= {{ max_people['phone'] }})
+            or (link_type = 'account' and people <= {{ max_people['account'] }})
         )
     union
     select
