@@ -165,3 +165,16 @@ def test_the_events_follow_an_encounter_that_moved_to_another_record(warehouse: 
     rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", SELECTION, "--full-refresh")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
     assert mart_fingerprints(warehouse, (table,)) == incremental
+
+
+def test_the_project_compiles_on_a_new_warehouse(warehouse: str, monkeypatch, state_tmp: Path) -> None:
+    """`dbt compile` before any build: the tests' filter looks at tables that do not exist yet."""
+    from datetime import date
+
+    from reactivation.settings import get_settings
+    from reactivation.transform import run_dbt
+
+    monkeypatch.setenv("REACTIVATION_STATE_DIR", str(state_tmp / "state"))
+    get_settings.cache_clear()
+    process, _ = run_dbt(warehouse, ["compile"], as_of=date.fromisoformat(AS_OF))
+    assert process.returncode == 0, process.stdout[-3000:]

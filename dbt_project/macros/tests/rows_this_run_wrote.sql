@@ -56,6 +56,10 @@
     {%- if (tested.config.get('meta') or {}).get('tests_read') != 'rows_this_run_wrote' -%}
         {%- do return('') -%}
     {%- endif -%}
+    {#- Not built yet (`dbt compile` on a new warehouse): nothing to filter. -#}
+    {%- if load_relation(relation) is none -%}
+        {%- do return('') -%}
+    {%- endif -%}
     {%- set stamped = 'built_at = ' ~ build_started_at() -%}
     {#- A table this run wrote whole (a first or full build) is read whole, without the filter. -#}
     {%- set earlier = run_query('select exists (select 1 from ' ~ relation ~ ' where not ' ~ stamped ~ ')') -%}
