@@ -4,7 +4,9 @@
   wrote, and for a uniqueness test every row sharing a value with them, so a row written tonight
   that collides with an earlier night's row still fails the build. A row no night rewrote is not
   read again; ``reactivation transform --test-every-row`` reads it.
-- The clinical events follow a re-delivered encounter that moved to another patient record.
+- The clinical events, and the events coded to the catalog's value sets, follow a re-delivered
+  encounter that moved to another patient record.
+- The coded events follow a record that identity matching puts under another person.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ AS_OF = "2026-11-01"
 NEXT_DAY = "2026-11-02"
 DAY_AFTER = "2026-11-03"
 SELECTION = "+int_clinical_events_unioned"
+CODED_SELECTION = "+int_clinical_events_coded"
 
 
 def _failed_tests(result: subprocess.CompletedProcess) -> set[str]:
@@ -45,8 +48,8 @@ def _command(warehouse: str, state_tmp: Path):
     return reactivation
 
 
-def _first_night(reactivation, extract: Path) -> None:
-    """A generated extract of one location, loaded and built up to the clinical events."""
+def _first_night(reactivation, extract: Path, selection: str = SELECTION) -> None:
+    """A generated extract of one location, loaded and built up to the clinical events (or ``selection``)."""
     generated = reactivation("generate", "--patients", "200", "--locations", "1", "--seed", "5", "--as-of", AS_OF,
                              str(extract))  # fmt: skip
     assert generated.returncode == 0, generated.stderr[-2000:]
@@ -54,7 +57,7 @@ def _first_night(reactivation, extract: Path) -> None:
         "load", "--format", "csv", "--location", "loc_01", "--extract-date", AS_OF, str(extract / "loc_01")
     )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
-    first = reactivation("transform", "--as-of", AS_OF, "--select", SELECTION)
+    first = reactivation("transform", "--as-of", AS_OF, "--select", selection)
     assert first.returncode == 0, first.stdout[-3000:]
 
 
@@ -130,17 +133,26 @@ def test_tests_read_the_rows_a_night_wrote_and_catch_collisions_with_earlier_row
 
 def test_the_events_follow_an_encounter_that_moved_to_another_record(warehouse: str, state_tmp: Path) -> None:
     """An encounter is keyed without its patient, so a re-delivered one can name another record: the
-    record it left must lose its visit event, as a full rebuild has it (and not hold it twice)."""
+    record it left must lose its visit event and its coded event, as a full rebuild has it (and not
+    hold them twice)."""
     from reactivation.transform import mart_fingerprints
 
     reactivation = _command(warehouse, state_tmp)
     extract = state_tmp / "extract"
-    _first_night(reactivation, extract)
+    _first_night(reactivation, extract, CODED_SELECTION)
 
-    # A visit that no procedure, observation or condition names, booked to one record on the next
-    # day and moved to another the day after: nothing else of the first record changes with it, so
-    # only the move itself can tell that record to re-derive its events.
-    encounter = next(row for row in _read(extract, "encounters") if row["visit_type_code"])
+    # A visit that no procedure, observation or condition names, of a visit type a value set holds,
+    # booked to one record on the next day and moved to another the day after: nothing else of the
+    # first record changes with it, so only the move itself can tell that record to re-derive its events.
+    with psycopg.connect(warehouse) as conn:
+        coded_encounter_ids = {
+            row[0]
+            for row in conn.execute(
+                "select encounters.encounter_id from intermediate.int_clinical_events_coded as coded"
+                " inner join staging.stg_emr__encounters as encounters on coded.event_id = encounters.encounter_key"
+            )
+        }
+    encounter = next(row for row in _read(extract, "encounters") if row["encounter_id"] in coded_encounter_ids)
     patient_ids = sorted({row["patient_id"] for row in _read(extract, "patients")})
     first, other = patient_ids[:2]
     visit = dict(encounter, encounter_id="moved-visit-1", patient_id=first, encounter_date=f"{NEXT_DAY}T09:00:00")
@@ -149,22 +161,96 @@ def test_the_events_follow_an_encounter_that_moved_to_another_record(warehouse: 
         _write_delta(delta, "encounters", [dict(visit, patient_id=patient_id)])
         loaded = reactivation("load", "--format", "csv", "--location", "loc_01", "--extract-date", as_of, str(delta))
         assert loaded.returncode == 0, loaded.stderr[-2000:]
-        built = reactivation("transform", "--as-of", as_of, "--select", SELECTION)
+        built = reactivation("transform", "--as-of", as_of, "--select", CODED_SELECTION)
         assert built.returncode == 0, built.stdout[-3000:]
         with psycopg.connect(warehouse) as conn:
-            holders = conn.execute(
-                "select patients.patient_id from intermediate.int_clinical_events_unioned as events"
-                " inner join staging.stg_emr__patients as patients on events.patient_key = patients.patient_key"
-                " inner join staging.stg_emr__encounters as encounters on events.event_id = encounters.encounter_key"
-                " where encounters.encounter_id = 'moved-visit-1'"
-            ).fetchall()
-        assert holders == [(patient_id,)], night
+            for table in ("int_clinical_events_unioned", "int_clinical_events_coded"):
+                holders = conn.execute(
+                    f"select distinct patients.patient_id from intermediate.{table} as events"
+                    " inner join staging.stg_emr__patients as patients on events.patient_key = patients.patient_key"
+                    " inner join staging.stg_emr__encounters as encounters"
+                    " on events.event_id = encounters.encounter_key"
+                    " where encounters.encounter_id = 'moved-visit-1'"
+                ).fetchall()
+                assert holders == [(patient_id,)], (night, table)
 
-    table = "intermediate.int_clinical_events_unioned"
-    incremental = mart_fingerprints(warehouse, (table,))
-    rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", SELECTION, "--full-refresh")
+    tables = ("intermediate.int_clinical_events_unioned", "intermediate.int_clinical_events_coded")
+    incremental = mart_fingerprints(warehouse, tables)
+    rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", CODED_SELECTION, "--full-refresh")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
-    assert mart_fingerprints(warehouse, (table,)) == incremental
+    assert mart_fingerprints(warehouse, tables) == incremental
+
+
+def test_the_coded_events_follow_a_record_matched_to_another_person(warehouse: str, state_tmp: Path) -> None:
+    """A new record that duplicates an earlier one, with a patient key that sorts first, gives that
+    person a new person_id (the hash of the smallest key of the person's records): the earlier record's
+    coded events, which no new load touched, move to the new person_id."""
+    from reactivation.transform import mart_fingerprints
+
+    reactivation = _command(warehouse, state_tmp)
+    extract = state_tmp / "extract"
+    _first_night(reactivation, extract, CODED_SELECTION)
+
+    with psycopg.connect(warehouse) as conn:
+        patient_id, patient_key, person_id = conn.execute(
+            "select patients.patient_id, patients.patient_key, coded.person_id"
+            " from intermediate.int_clinical_events_coded as coded"
+            " inner join staging.stg_emr__patients as patients on coded.patient_key = patients.patient_key"
+            " order by patients.patient_key desc limit 1"
+        ).fetchone()
+        # The duplicate's id: the first whose key (the same hash staging computes) sorts before the record's.
+        duplicate_id = conn.execute(
+            "select candidate from generate_series(1, 1000) as n,"
+            " lateral (select 'dup-' || n as candidate) as named,"
+            " lateral (select md5(patients.source_system || '|' || patients.source_location_id || '|' || named.candidate)"
+            "          as candidate_key from staging.stg_emr__patients as patients where patients.patient_key = %s)"
+            "          as keyed"
+            " where keyed.candidate_key < %s order by n limit 1",
+            (patient_key, patient_key),
+        ).fetchone()[0]
+    record = next(row for row in _read(extract, "patients") if row["patient_id"] == patient_id)
+    delta = state_tmp / "duplicate" / "loc_01"
+    _write_delta(delta, "patients", [dict(record, patient_id=duplicate_id)])
+    loaded = reactivation("load", "--format", "csv", "--location", "loc_01", "--extract-date", NEXT_DAY, str(delta))
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    built = reactivation("transform", "--as-of", NEXT_DAY, "--select", CODED_SELECTION)
+    assert built.returncode == 0, built.stdout[-3000:]
+
+    with psycopg.connect(warehouse) as conn:
+        mapped = conn.execute(
+            "select person_id from intermediate.int_patients_mapped where patient_key = %s", (patient_key,)
+        ).fetchone()[0]
+        coded_people = conn.execute(
+            "select distinct person_id from intermediate.int_clinical_events_coded where patient_key = %s",
+            (patient_key,),
+        ).fetchall()
+    assert mapped != person_id, "the duplicate did not join the person: nothing was remapped"
+    assert coded_people == [(mapped,)]
+
+    # A night after the model's definition changed (its SQL or the value sets: the hash kept as the
+    # table's comment differs) rebuilds it whole: a row the new definition would not write leaves.
+    with psycopg.connect(warehouse) as conn:
+        conn.execute("comment on table intermediate.int_clinical_events_coded is 'definition of an earlier release'")
+        conn.execute(
+            "insert into intermediate.int_clinical_events_coded"
+            " select * from intermediate.int_clinical_events_coded where patient_key = %s limit 1",
+            (patient_key,),
+        )
+        conn.execute("update intermediate.int_clinical_events_coded set value_set_id = 'retired' where ctid ="
+                     " (select max(ctid) from intermediate.int_clinical_events_coded)")  # fmt: skip
+    again = reactivation("transform", "--as-of", NEXT_DAY, "--select", CODED_SELECTION)
+    assert again.returncode == 0, again.stdout[-3000:]
+    with psycopg.connect(warehouse) as conn:
+        retired = conn.execute(
+            "select count(*) from intermediate.int_clinical_events_coded where value_set_id = 'retired'"
+        ).fetchone()[0]
+    assert retired == 0
+
+    table = ("intermediate.int_clinical_events_coded",)
+    incremental = mart_fingerprints(warehouse, table)
+    rebuilt = reactivation("transform", "--as-of", NEXT_DAY, "--select", CODED_SELECTION, "--full-refresh")
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
+    assert mart_fingerprints(warehouse, table) == incremental
 
 
 def test_the_project_compiles_on_a_new_warehouse(warehouse: str, monkeypatch, state_tmp: Path) -> None:

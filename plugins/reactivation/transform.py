@@ -163,6 +163,7 @@ def _summary(command: str, process: subprocess.CompletedProcess, target: Path, s
 INCREMENTAL_CHECKED_TABLES = (
     "intermediate.int_patients_normalised",
     "intermediate.int_clinical_events_unioned",
+    "intermediate.int_clinical_events_coded",
     "intermediate.int_patient_match_pairs",
     "intermediate.int_patient_blocking_keys",
     "marts.person_sources",

@@ -1,17 +1,59 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        meta={'tests_read': 'rows_this_run_wrote'},
+        pre_hook="{{ coded_events_forget_all(this) }}",
+        post_hook=[
+            "{{ coded_events_forget_replaced_rows(this) }}",
+            "create index if not exists int_clinical_events_coded_record_idx on {{ this }} (patient_key)",
+            "{{ coded_events_remember_definition(this) }}",
+        ],
+    )
+}}
+
 -- Clinical events matched to the value sets of the rule catalog, by code (never
 -- by display text): exact codes by equality, prefix codes (match = 'prefix',
 -- e.g. ICD-10-CM E11 for every type 2 diabetes code) by the code's leading
 -- characters. Prefixes are matched with an equi-join on left(code, n), so the
 -- match stays a hash join however many events there are.
 -- Each match carries the event's columns straight away (no join back to the events by
--- id), and the events are read once per kind of match: at 10M events the join back and
--- the distinct over every match cost more than the matching itself.
-with events_for_exact_codes as (
+-- id), and the events are read once per kind of match (not materialized: never held as a
+-- whole): at 10M events the join back and the distinct over every match cost more than
+-- the matching itself.
+-- Incremental by patient record (macros/coded_events_incremental.sql): a night matches the
+-- events of the records int_clinical_events_unioned wrote tonight and of the records matched
+-- to another person since, and keeps every other record's rows.
+{%- set rebuilt_whole = coded_events_rebuilt_whole(this) %}
+with
+{%- if not rebuilt_whole %}
+records_to_rederive as (
+    select events.patient_key
+    from {{ ref('int_clinical_events_unioned') }} as events
+    where events.built_at = {{ build_started_at() }}
+    union
+    select held.patient_key
+    from (select distinct patient_key, person_id from {{ this }}) as held
+    inner join {{ ref('int_patients_mapped') }} as mapped
+        on held.patient_key = mapped.patient_key
+    where held.person_id <> mapped.person_id
+),
+{%- endif %}
+
+events as not materialized (
     select * from {{ ref('int_clinical_events_unioned') }}
+    {%- if not rebuilt_whole %}
+        where patient_key in (select records_to_rederive.patient_key from records_to_rederive)
+    {%- endif %}
+),
+
+events_for_exact_codes as (
+    select * from events
 ),
 
 events_for_prefix_codes as (
-    select * from {{ ref('int_clinical_events_unioned') }}
+    select * from events
 ),
 
 patients as (
@@ -133,13 +175,15 @@ final as (
         matches.event_id,
         matches.value_set_id,
         matches.event_kind,
+        matches.patient_key,
         patients.person_id,
         matches.event_date,
         matches.active_until,
         matches.code_system,
         matches.code,
         matches.value_numeric,
-        matches.location_id
+        matches.location_id,
+        {{ build_started_at() }} as built_at
     from matches
     inner join patients
         on matches.patient_key = patients.patient_key
