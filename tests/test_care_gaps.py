@@ -282,23 +282,18 @@ def test_dbt_sessions_sort_in_memory_without_jit(
     assert '"st": "10min"' in process.stdout, process.stdout[-2000:]
 
 
-def _table_fingerprint(url: str, table: str) -> tuple[int, str]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(
-            f"select count(*), md5(coalesce(string_agg(md5(t::text), '' order by md5(t::text)), '')) from {table} as t"
-        ).fetchone()
-
-
 def test_care_gaps_evaluated_incrementally_equal_a_full_evaluation_as_the_nights_go_by(
     warehouse: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """int_care_gap_evaluations re-applies the rules only to the people whose inputs changed or whose
-    rows change by the calendar (a due date, a due-soon window, a trigger leaving its lookback). Night
-    after night, with days and weeks between them, and once back to an earlier date, care_gaps must equal
-    what a full evaluation for the same night gives; and a night must evaluate only some people again."""
+    rows change by the calendar (a due date, a due-soon window, a trigger leaving its lookback), and
+    int_care_gap_closing_events derives again only the people with an event come into view. Night
+    after night, with days and weeks between them, and once back to an earlier date, both and care_gaps
+    must equal what a full rebuild for the same night gives; and a night must evaluate only some people
+    again."""
     from reactivation.generate import generate_extract
     from reactivation.settings import get_settings
-    from reactivation.transform import run_dbt, run_dbt_build
+    from reactivation.transform import mart_fingerprints, run_dbt, run_dbt_build
 
     monkeypatch.setenv("REACTIVATION_STATE_DIR", str(tmp_path / "state"))
     get_settings.cache_clear()
@@ -312,6 +307,7 @@ def test_care_gaps_evaluated_incrementally_equal_a_full_evaluation_as_the_nights
     assert not _own_failures(first), first
     results_file = tmp_path / "state" / "dbt" / "target" / "run_results.json"
 
+    compared = ("intermediate.int_care_gap_closing_events", "marts.care_gaps")
     evaluated: dict[date, int] = {}
     for night in (AS_OF + timedelta(days=1), AS_OF + timedelta(days=45), AS_OF + timedelta(days=3)):
         summary = run_dbt_build(warehouse, as_of=night, select="+care_gaps")
@@ -319,14 +315,13 @@ def test_care_gaps_evaluated_incrementally_equal_a_full_evaluation_as_the_nights
         results = json.loads(results_file.read_text())["results"]
         response = next(r for r in results if r["unique_id"].endswith(".int_care_gap_evaluations"))
         evaluated[night] = response["adapter_response"]["rows_affected"]
-        incremental = _table_fingerprint(warehouse, "marts.care_gaps")
-        process, _ = run_dbt(
-            warehouse, ["run", "--full-refresh", "--select", "int_care_gap_evaluations care_gaps"], as_of=night
-        )
+        incremental = mart_fingerprints(warehouse, compared)
+        rebuilt = "int_care_gap_closing_events int_care_gap_evaluations care_gaps"
+        process, _ = run_dbt(warehouse, ["run", "--full-refresh", "--select", rebuilt], as_of=night)
         assert process.returncode == 0, process.stdout[-3000:]
-        assert _table_fingerprint(warehouse, "marts.care_gaps") == incremental, night
+        assert mart_fingerprints(warehouse, compared) == incremental, night
 
-    total = incremental[0]
+    total = incremental["marts.care_gaps"][0]
     assert total > 400
     # Six weeks on, some statuses moved by the calendar and were evaluated again; most people's stood.
     assert 0 < evaluated[AS_OF + timedelta(days=45)] < total / 2, evaluated

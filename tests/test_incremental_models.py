@@ -6,7 +6,10 @@
   read again; ``reactivation transform --test-every-row`` reads it.
 - The clinical events, and the events coded to the catalog's value sets, follow a re-delivered
   encounter that moved to another patient record.
-- The coded events follow a record that identity matching puts under another person.
+- The coded events and the closing events follow a record that identity matching puts under
+  another person.
+- A closing event dated after the as-of date comes into view on the night the as-of date reaches
+  it, with no new load.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ AS_OF = "2026-11-01"
 NEXT_DAY = "2026-11-02"
 DAY_AFTER = "2026-11-03"
 SELECTION = "+int_clinical_events_unioned"
-CODED_SELECTION = "+int_clinical_events_coded"
+CODED_SELECTION = "+int_care_gap_closing_events"
 
 
 def _failed_tests(result: subprocess.CompletedProcess) -> set[str]:
@@ -174,7 +177,11 @@ def test_the_events_follow_an_encounter_that_moved_to_another_record(warehouse: 
                 ).fetchall()
                 assert holders == [(patient_id,)], (night, table)
 
-    tables = ("intermediate.int_clinical_events_unioned", "intermediate.int_clinical_events_coded")
+    tables = (
+        "intermediate.int_clinical_events_unioned",
+        "intermediate.int_clinical_events_coded",
+        "intermediate.int_care_gap_closing_events",
+    )
     incremental = mart_fingerprints(warehouse, tables)
     rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", CODED_SELECTION, "--full-refresh")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
@@ -184,7 +191,7 @@ def test_the_events_follow_an_encounter_that_moved_to_another_record(warehouse: 
 def test_the_coded_events_follow_a_record_matched_to_another_person(warehouse: str, state_tmp: Path) -> None:
     """A new record that duplicates an earlier one, with a patient key that sorts first, gives that
     person a new person_id (the hash of the smallest key of the person's records): the earlier record's
-    coded events, which no new load touched, move to the new person_id."""
+    coded events and closing events, which no new load touched, move to the new person_id."""
     from reactivation.transform import mart_fingerprints
 
     reactivation = _command(warehouse, state_tmp)
@@ -192,10 +199,12 @@ def test_the_coded_events_follow_a_record_matched_to_another_person(warehouse: s
     _first_night(reactivation, extract, CODED_SELECTION)
 
     with psycopg.connect(warehouse) as conn:
+        # A record whose events are some person's closing evidence: its old person's closing events
+        # must go with it.
         patient_id, patient_key, person_id = conn.execute(
-            "select patients.patient_id, patients.patient_key, coded.person_id"
-            " from intermediate.int_clinical_events_coded as coded"
-            " inner join staging.stg_emr__patients as patients on coded.patient_key = patients.patient_key"
+            "select patients.patient_id, patients.patient_key, closing.person_id"
+            " from intermediate.int_care_gap_closing_events as closing"
+            " inner join staging.stg_emr__patients as patients on closing.evidence_patient_key = patients.patient_key"
             " order by patients.patient_key desc limit 1"
         ).fetchone()
         # The duplicate's id: the first whose key (the same hash staging computes) sorts before the record's.
@@ -224,8 +233,15 @@ def test_the_coded_events_follow_a_record_matched_to_another_person(warehouse: s
             "select distinct person_id from intermediate.int_clinical_events_coded where patient_key = %s",
             (patient_key,),
         ).fetchall()
+        old_person = conn.execute(
+            "select (select count(*) from intermediate.int_patients_mapped where person_id = %s),"
+            " (select count(*) from intermediate.int_care_gap_closing_events where person_id = %s)",
+            (person_id, person_id),
+        ).fetchone()
     assert mapped != person_id, "the duplicate did not join the person: nothing was remapped"
     assert coded_people == [(mapped,)]
+    # The old person_id is gone, and with it the closing events the record gave it.
+    assert old_person == (0, 0)
 
     # A night after the model's definition changed (its SQL or the value sets: the hash kept as the
     # table's comment differs) rebuilds it whole: a row the new definition would not write leaves.
@@ -246,11 +262,55 @@ def test_the_coded_events_follow_a_record_matched_to_another_person(warehouse: s
         ).fetchone()[0]
     assert retired == 0
 
-    table = ("intermediate.int_clinical_events_coded",)
-    incremental = mart_fingerprints(warehouse, table)
+    tables = ("intermediate.int_clinical_events_coded", "intermediate.int_care_gap_closing_events")
+    incremental = mart_fingerprints(warehouse, tables)
     rebuilt = reactivation("transform", "--as-of", NEXT_DAY, "--select", CODED_SELECTION, "--full-refresh")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
-    assert mart_fingerprints(warehouse, table) == incremental
+    assert mart_fingerprints(warehouse, tables) == incremental
+
+
+def test_a_closing_event_comes_into_view_when_the_as_of_date_reaches_it(warehouse: str, state_tmp: Path) -> None:
+    """A procedure dated the day after tomorrow, loaded tomorrow: tomorrow's night re-derives the
+    person without it (not yet on or before the as-of date); the night after, with no new load, it
+    must become the person's latest closing event, as a full rebuild has it."""
+    from reactivation.transform import mart_fingerprints
+
+    reactivation = _command(warehouse, state_tmp)
+    extract = state_tmp / "extract"
+    _first_night(reactivation, extract, CODED_SELECTION)
+
+    with psycopg.connect(warehouse) as conn:
+        procedure_key, patient_key = conn.execute(
+            "select coded.event_id, coded.patient_key from intermediate.int_clinical_events_coded as coded"
+            " inner join intermediate.int_care_gap_rule_value_sets as rule_value_sets"
+            " on coded.value_set_id = rule_value_sets.value_set_id and rule_value_sets.value_set_role = 'closing'"
+            " where coded.event_kind = 'procedure' order by coded.event_id limit 1"
+        ).fetchone()
+        patient_id, code = conn.execute(
+            "select patient_id, code from staging.stg_emr__procedures where procedure_key = %s", (procedure_key,)
+        ).fetchone()
+    procedure = next(row for row in _read(extract, "procedures") if (row["patient_id"], row["code"]) == (patient_id, code))
+    delta = state_tmp / "future" / "loc_01"
+    _write_delta(delta, "procedures", [dict(procedure, performed_at=f"{DAY_AFTER}T09:00:00", encounter_id="")])
+    loaded = reactivation("load", "--format", "csv", "--location", "loc_01", "--extract-date", NEXT_DAY, str(delta))
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+
+    latest = (
+        "select max(closing.event_date) from intermediate.int_care_gap_closing_events as closing"
+        " inner join intermediate.int_patients_mapped as mapped on closing.person_id = mapped.person_id"
+        " where mapped.patient_key = %s"
+    )
+    tables = ("intermediate.int_care_gap_closing_events",)
+    for as_of in (NEXT_DAY, DAY_AFTER):
+        built = reactivation("transform", "--as-of", as_of, "--select", CODED_SELECTION)
+        assert built.returncode == 0, built.stdout[-3000:]
+        with psycopg.connect(warehouse) as conn:
+            seen = conn.execute(latest, (patient_key,)).fetchone()[0]
+        assert (seen.isoformat() == DAY_AFTER) == (as_of == DAY_AFTER), (as_of, seen)
+    incremental = mart_fingerprints(warehouse, tables)
+    rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", CODED_SELECTION, "--full-refresh")
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
+    assert mart_fingerprints(warehouse, tables) == incremental
 
 
 def test_the_project_compiles_on_a_new_warehouse(warehouse: str, monkeypatch, state_tmp: Path) -> None:

@@ -163,7 +163,9 @@ def _summary(command: str, process: subprocess.CompletedProcess, target: Path, s
 INCREMENTAL_CHECKED_TABLES = (
     "intermediate.int_patients_normalised",
     "intermediate.int_clinical_events_unioned",
+    "intermediate.int_patients_mapped",
     "intermediate.int_clinical_events_coded",
+    "intermediate.int_care_gap_closing_events",
     "intermediate.int_patient_match_pairs",
     "intermediate.int_patient_blocking_keys",
     "marts.person_sources",

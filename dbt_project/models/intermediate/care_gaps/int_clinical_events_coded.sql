@@ -23,8 +23,9 @@
 -- whole): at 10M events the join back and the distinct over every match cost more than
 -- the matching itself.
 -- Incremental by patient record (macros/coded_events_incremental.sql): a night matches the
--- events of the records int_clinical_events_unioned wrote tonight and of the records matched
--- to another person since, and keeps every other record's rows.
+-- events of the records int_clinical_events_unioned wrote tonight and of the records
+-- int_patients_mapped wrote tonight (matched to another person), and keeps every other
+-- record's rows.
 {%- set rebuilt_whole = coded_events_rebuilt_whole(this) %}
 with
 {%- if not rebuilt_whole %}
@@ -33,11 +34,10 @@ records_to_rederive as (
     from {{ ref('int_clinical_events_unioned') }} as events
     where events.built_at = {{ build_started_at() }}
     union
-    select held.patient_key
-    from (select distinct patient_key, person_id from {{ this }}) as held
-    inner join {{ ref('int_patients_mapped') }} as mapped
-        on held.patient_key = mapped.patient_key
-    where held.person_id <> mapped.person_id
+    -- New records and records identity matching put under another person tonight.
+    select mapped.patient_key
+    from {{ ref('int_patients_mapped') }} as mapped
+    where mapped.built_at = {{ build_started_at() }}
 ),
 {%- endif %}
 

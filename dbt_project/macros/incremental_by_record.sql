@@ -1,13 +1,15 @@
-{#- int_clinical_events_coded, incremental by patient record.
+{#- Models incremental by patient record, downstream of identity matching.
 
-    A night re-derives the coded events of the records whose events int_clinical_events_unioned
-    wrote tonight (its rows with tonight's built_at) and of the records identity matching put
-    under another person; every other record's rows stand. The model is rebuilt whole when
-      * it is built for the first time or with --full-refresh,
-      * its definition changed: its SQL or the value_sets seed (the hash of both is kept as
-        the table's comment), or
+    int_patients_mapped writes only the records that are new or changed tonight (another
+    person, another home location). int_clinical_events_coded re-derives the coded events of
+    the records whose events int_clinical_events_unioned wrote tonight and of the records
+    int_patients_mapped wrote tonight (each row carries the built_at of the build that wrote
+    it); every other record's rows stand. The coded events are rebuilt whole when
+      * they are built for the first time or with --full-refresh,
+      * their definition changed: the model's SQL or the value_sets seed (the hash of both
+        is kept as the table's comment), or
       * int_clinical_events_unioned was itself written whole tonight (a first build, a
-        re-delivered file): a record it no longer holds must leave this model too. -#}
+        re-delivered file): a record it no longer holds must leave them too. -#}
 
 {#- The hash of what the model's rows follow from: its SQL and the value sets. -#}
 {% macro coded_events_definition_hash() -%}
@@ -71,5 +73,18 @@
 {% macro coded_events_remember_definition(relation) -%}
     {%- if execute -%}
         comment on table {{ relation }} is 'definition {{ coded_events_definition_hash() }}'
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook of int_patients_mapped: the records staging no longer holds (a re-delivered
+    file dropped them) leave the bridge too. -#}
+{% macro patients_mapped_forget_records_gone(relation) -%}
+    {%- if is_incremental() -%}
+        delete from {{ relation }} as held
+        where not exists (
+            select 1
+            from {{ ref('person_sources') }} as person_sources
+            where person_sources.patient_key = held.patient_key
+        )
     {%- endif -%}
 {%- endmacro %}
