@@ -16,9 +16,16 @@ segments as (
     select * from {{ ref('outreach_segments') }}
 ),
 
+-- Only the columns read below: the ranking sorts two million open gaps at 1M patients.
 open_gaps as (
     select
-        *,
+        person_id,
+        rule_id,
+        reason,
+        priority,
+        due_date,
+        days_overdue,
+        location_id,
         row_number() over (
             partition by person_id
             order by priority asc, days_overdue desc nulls last, rule_id asc
