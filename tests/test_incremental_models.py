@@ -211,9 +211,9 @@ def test_the_coded_events_follow_a_record_matched_to_another_person(warehouse: s
         duplicate_id = conn.execute(
             "select candidate from generate_series(1, 1000) as n,"
             " lateral (select 'dup-' || n as candidate) as named,"
-            " lateral (select md5(patients.source_system || '|' || patients.source_location_id || '|' || named.candidate)"
-            "          as candidate_key from staging.stg_emr__patients as patients where patients.patient_key = %s)"
-            "          as keyed"
+            " lateral (select md5(patients.source_system || '|' || patients.source_location_id"
+            " || '|' || named.candidate) as candidate_key"
+            " from staging.stg_emr__patients as patients where patients.patient_key = %s) as keyed"
             " where keyed.candidate_key < %s order by n limit 1",
             (patient_key, patient_key),
         ).fetchone()[0]
@@ -289,7 +289,8 @@ def test_a_closing_event_comes_into_view_when_the_as_of_date_reaches_it(warehous
         patient_id, code = conn.execute(
             "select patient_id, code from staging.stg_emr__procedures where procedure_key = %s", (procedure_key,)
         ).fetchone()
-    procedure = next(row for row in _read(extract, "procedures") if (row["patient_id"], row["code"]) == (patient_id, code))
+    procedures = _read(extract, "procedures")
+    procedure = next(row for row in procedures if (row["patient_id"], row["code"]) == (patient_id, code))
     delta = state_tmp / "future" / "loc_01"
     _write_delta(delta, "procedures", [dict(procedure, performed_at=f"{DAY_AFTER}T09:00:00", encounter_id="")])
     loaded = reactivation("load", "--format", "csv", "--location", "loc_01", "--extract-date", NEXT_DAY, str(delta))
