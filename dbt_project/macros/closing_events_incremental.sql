@@ -24,29 +24,18 @@
     {{- return('definition ' ~ local_md5(model.raw_code ~ '|' ~ value_sets.columns[0].values()[0])) -}}
 {%- endmacro %}
 
-{#- The stored comment: "definition <hash> as_of <date>", or none. -#}
-{% macro closing_events_stored(relation) -%}
-    {%- set stored = run_query(
-        "select obj_description(cast('" ~ relation.include(database=false) ~ "' as regclass), 'pg_class')"
-    ).columns[0].values()[0] -%}
-    {{- return(stored or '') -}}
-{%- endmacro %}
-
 {% macro closing_events_rebuilt_whole(relation) -%}
     {%- if not execute or relation is none or not is_incremental() -%}
         {{- return(true) -}}
     {%- endif -%}
-    {%- set stored = closing_events_stored(relation) -%}
+    {%- set stored = stored_table_comment(relation) -%}
     {%- if not stored.startswith(closing_events_definition() ~ ' as_of ') -%}
         {{- return(true) -}}
     {%- endif -%}
     {%- if stored.split(' as_of ')[1] > var('as_of') -%}
         {{- return(true) -}}
     {%- endif -%}
-    {%- set coded_written_whole = run_query(
-        "select coalesce(min(built_at) = " ~ build_started_at() ~ ", true) from " ~ ref('int_clinical_events_coded')
-    ).columns[0].values()[0] -%}
-    {{- return(coded_written_whole) -}}
+    {{- return(written_whole_tonight(ref('int_clinical_events_coded'))) -}}
 {%- endmacro %}
 
 {#- Pre-hook: the people derived again tonight, in a temporary table the model reads, and
@@ -56,17 +45,11 @@
         {%- if closing_events_rebuilt_whole(relation) -%}
             truncate {{ relation }}
         {%- else -%}
-            {%- set last_as_of = closing_events_stored(relation).split(' as_of ')[1] -%}
+            {%- set last_as_of = stored_table_comment(relation).split(' as_of ')[1] -%}
             drop table if exists pg_temp.closing_events_people_tonight;
             create temporary table closing_events_people_tonight as
             with records_rederived as (
-                select events.patient_key
-                from {{ ref('int_clinical_events_unioned') }} as events
-                where events.built_at = {{ build_started_at() }}
-                union
-                select mapped.patient_key
-                from {{ ref('int_patients_mapped') }} as mapped
-                where mapped.built_at = {{ build_started_at() }}
+                {{ records_rederived_tonight() }}
             )
             select coded.person_id
             from {{ ref('int_clinical_events_coded') }} as coded

@@ -11,7 +11,38 @@
       * int_clinical_events_unioned was itself written whole tonight (a first build, a
         re-delivered file): a record it no longer holds must leave them too. -#}
 
-{#- The hash of what the model's rows follow from: its SQL and the value sets. -#}
+{#- The patient records re-derived tonight, as a select of patient_key: those whose events
+    int_clinical_events_unioned wrote tonight (a record whose events all left, to an
+    encounter moved to another record, is one of them) and those int_patients_mapped wrote
+    tonight (new, or matched to another person). -#}
+{% macro records_rederived_tonight() -%}
+    select events.patient_key
+    from {{ ref('int_clinical_events_unioned') }} as events
+    where events.built_at = {{ build_started_at() }}
+    union
+    select mapped.patient_key
+    from {{ ref('int_patients_mapped') }} as mapped
+    where mapped.built_at = {{ build_started_at() }}
+{%- endmacro %}
+
+{#- True when every row of `relation`, a model built earlier in this run, was written by this
+    run (or it has none): it was written whole tonight. -#}
+{% macro written_whole_tonight(relation) -%}
+    {%- set whole = run_query(
+        "select coalesce(min(built_at) = " ~ build_started_at() ~ ", true) from " ~ relation
+    ) -%}
+    {{- return(whole.columns[0].values()[0]) -}}
+{%- endmacro %}
+
+{#- The comment kept on a table (the hash of the definition its rows follow from), or ''. -#}
+{% macro stored_table_comment(relation) -%}
+    {%- set stored = run_query(
+        "select obj_description(cast('" ~ relation.include(database=false) ~ "' as regclass), 'pg_class')"
+    ) -%}
+    {{- return(stored.columns[0].values()[0] or '') -}}
+{%- endmacro %}
+
+{#- The hash of what the coded events follow from: the model's SQL and the value sets. -#}
 {% macro coded_events_definition_hash() -%}
     {%- set value_sets = run_query(
         "select coalesce(string_agg(cast(value_sets as " ~ dbt.type_string() ~ "), '|'"
@@ -20,21 +51,15 @@
     {{- return(local_md5(model.raw_code ~ '|' ~ value_sets.columns[0].values()[0])) -}}
 {%- endmacro %}
 
-{#- True when tonight's incremental run must rebuild the model whole (see above). -#}
+{#- True when tonight's incremental run must rebuild the coded events whole (see above). -#}
 {% macro coded_events_rebuilt_whole(relation) -%}
     {%- if not execute or relation is none or not is_incremental() -%}
         {{- return(true) -}}
     {%- endif -%}
-    {%- set stored = run_query(
-        "select obj_description(cast('" ~ relation.include(database=false) ~ "' as regclass), 'pg_class')"
-    ).columns[0].values()[0] -%}
-    {%- if stored != 'definition ' ~ coded_events_definition_hash() -%}
+    {%- if stored_table_comment(relation) != 'definition ' ~ coded_events_definition_hash() -%}
         {{- return(true) -}}
     {%- endif -%}
-    {%- set events_written_whole = run_query(
-        "select coalesce(min(built_at) = " ~ build_started_at() ~ ", true) from " ~ ref('int_clinical_events_unioned')
-    ).columns[0].values()[0] -%}
-    {{- return(events_written_whole) -}}
+    {{- return(written_whole_tonight(ref('int_clinical_events_unioned'))) -}}
 {%- endmacro %}
 
 {#- Pre-hook: empty the model before a whole rebuild that runs as an incremental one. -#}
@@ -44,28 +69,14 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Post-hook: the rows of the re-derived records that tonight's rows replace, deleted.
-    A record is re-derived when the events model wrote its events tonight, or when it is
-    matched to another person (then tonight wrote its rows under the new person); a
-    record whose events all left (an encounter that moved to another record) is one the
-    events model re-derived tonight too. -#}
+{#- Post-hook: the rows tonight's rows replace, deleted: every earlier row of a record
+    re-derived tonight (a record left with no coded event keeps none). -#}
 {% macro coded_events_forget_replaced_rows(relation) -%}
     {%- if is_incremental() and not coded_events_rebuilt_whole(relation) -%}
         delete from {{ relation }} as held
         where
             held.built_at <> {{ build_started_at() }}
-            and (
-                held.patient_key in (
-                    select events.patient_key
-                    from {{ ref('int_clinical_events_unioned') }} as events
-                    where events.built_at = {{ build_started_at() }}
-                )
-                or held.patient_key in (
-                    select fresh.patient_key
-                    from {{ relation }} as fresh
-                    where fresh.built_at = {{ build_started_at() }}
-                )
-            )
+            and held.patient_key in ({{ records_rederived_tonight() }})
     {%- endif -%}
 {%- endmacro %}
 

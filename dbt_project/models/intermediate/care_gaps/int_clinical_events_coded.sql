@@ -22,7 +22,7 @@
 -- id), and the events are read once per kind of match (not materialized: never held as a
 -- whole): at 10M events the join back and the distinct over every match cost more than
 -- the matching itself.
--- Incremental by patient record (macros/coded_events_incremental.sql): a night matches the
+-- Incremental by patient record (macros/incremental_by_record.sql): a night matches the
 -- events of the records int_clinical_events_unioned wrote tonight and of the records
 -- int_patients_mapped wrote tonight (matched to another person), and keeps every other
 -- record's rows.
@@ -30,14 +30,7 @@
 with
 {%- if not rebuilt_whole %}
 records_to_rederive as (
-    select events.patient_key
-    from {{ ref('int_clinical_events_unioned') }} as events
-    where events.built_at = {{ build_started_at() }}
-    union
-    -- New records and records identity matching put under another person tonight.
-    select mapped.patient_key
-    from {{ ref('int_patients_mapped') }} as mapped
-    where mapped.built_at = {{ build_started_at() }}
+    {{ records_rederived_tonight() }}
 ),
 {%- endif %}
 
