@@ -9,7 +9,7 @@
 - The coded events and the closing events follow a record that identity matching puts under
   another person.
 - A closing event dated after the as-of date comes into view on the night the as-of date reaches
-  it, with no new load.
+  it, with no new load, and the new date costs dbt no whole-project parse.
 """
 
 from __future__ import annotations
@@ -308,6 +308,10 @@ def test_a_closing_event_comes_into_view_when_the_as_of_date_reaches_it(warehous
         with psycopg.connect(warehouse) as conn:
             seen = conn.execute(latest, (patient_key,)).fetchone()[0]
         assert (seen.isoformat() == DAY_AFTER) == (as_of == DAY_AFTER), (as_of, seen)
+        # The new night's date reached the SQL without a whole-project parse (it is not a dbt var).
+        night_log = (state_tmp / "state" / "dbt" / "logs" / "dbt.log").read_text().rsplit("Running with dbt", 1)[1]
+        assert "Unable to do partial parsing" not in night_log
+        assert "Partial parse save file not found" not in night_log
     incremental = mart_fingerprints(warehouse, tables)
     rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", CODED_SELECTION, "--full-refresh")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]

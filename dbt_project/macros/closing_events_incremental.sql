@@ -32,7 +32,7 @@
     {%- if not stored.startswith(closing_events_definition() ~ ' as_of ') -%}
         {{- return(true) -}}
     {%- endif -%}
-    {%- if stored.split(' as_of ')[1] > var('as_of') -%}
+    {%- if stored.split(' as_of ')[1] > as_of_value() -%}
         {{- return(true) -}}
     {%- endif -%}
     {{- return(written_whole_tonight(ref('int_clinical_events_coded'))) -}}
@@ -76,6 +76,6 @@
 {#- Post-hook: the definition and the as-of date the rows now hold, for the next night. -#}
 {% macro closing_events_remember_definition(relation) -%}
     {%- if execute -%}
-        comment on table {{ relation }} is '{{ closing_events_definition() }} as_of {{ var("as_of") }}'
+        comment on table {{ relation }} is '{{ closing_events_definition() }} as_of {{ as_of_value() }}'
     {%- endif -%}
 {%- endmacro %}

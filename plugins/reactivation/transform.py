@@ -18,6 +18,8 @@ from reactivation.settings import PROJECT_ROOT, get_settings
 log = logging.getLogger(__name__)
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+# The night's as-of date, read by dbt_project/macros/as_of_date.sql.
+AS_OF_ENV = "REACTIVATION_AS_OF"
 
 
 class TransformError(RuntimeError):
@@ -76,13 +78,15 @@ def run_dbt(
         "--log-level-file",
         "info",
     ]
-    dbt_vars = {**(variables or {}), **({"as_of": as_of.isoformat()} if as_of is not None else {})}
-    if dbt_vars:
-        command += ["--vars", json.dumps(dbt_vars)]
+    # The as-of date goes in the environment, not --vars: a changed var makes dbt parse the whole
+    # project again (seconds every night); macros/as_of_date.sql reads it when a node runs.
+    if variables:
+        command += ["--vars", json.dumps(variables)]
+    as_of_env = {AS_OF_ENV: as_of.isoformat()} if as_of is not None else {}
     try:
         process = subprocess.run(
             command,
-            env={**dbt_env(url), TIMINGS_ENV: str(settings.state_dir / "dbt" / "node_timings.json")},
+            env={**dbt_env(url), **as_of_env, TIMINGS_ENV: str(settings.state_dir / "dbt" / "node_timings.json")},
             cwd=DBT_PROJECT_DIR,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

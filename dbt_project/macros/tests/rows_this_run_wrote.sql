@@ -10,6 +10,8 @@
         wrote. A row no run rewrote is the row that passed the same tests the night it
         was written.
     A full build (or --full-refresh) writes every row, so its tests read every row, unfiltered.
+    A history keyed by night (meta: {tests_read: the_night_this_run_wrote}) has its tests read
+    the rows of the run's as-of date: a night never rewrites another night's rows.
     `--vars '{test_every_row: true}'` (reactivation transform --test-every-row) makes
     every test read the whole table again.
 
@@ -53,7 +55,12 @@
     {%- if not execute or tested is none or var('test_every_row', false) -%}
         {%- do return('') -%}
     {%- endif -%}
-    {%- if (tested.config.get('meta') or {}).get('tests_read') != 'rows_this_run_wrote' -%}
+    {%- set tests_read = (tested.config.get('meta') or {}).get('tests_read') -%}
+    {#- A history keyed by night (int_eligibility_daily): the night this run wrote is its as-of date. -#}
+    {%- if tests_read == 'the_night_this_run_wrote' -%}
+        {%- do return('as_of = ' ~ as_of_date()) -%}
+    {%- endif -%}
+    {%- if tests_read != 'rows_this_run_wrote' -%}
         {%- do return('') -%}
     {%- endif -%}
     {#- Not built yet (`dbt compile` on a new warehouse): nothing to filter. -#}

@@ -42,7 +42,7 @@ rule_value_sets as (
 ),
 
 run_parameters as (
-    select cast('{{ var("as_of") }}' as date) as as_of_date
+    select {{ as_of_date() }} as as_of_date
 ),
 
 closing_events_to_date as (

@@ -65,7 +65,7 @@ all_triggers as not materialized (
 ),
 
 run_parameters as (
-    select cast('{{ var("as_of") }}' as date) as as_of_date
+    select {{ as_of_date() }} as as_of_date
 ),
 
 -- scope: who is evaluated tonight ----------------------------------------------------

@@ -50,7 +50,7 @@ recalls as (
 ),
 
 run_parameters as (
-    select cast('{{ var("as_of") }}' as date) as as_of_date
+    select {{ as_of_date() }} as as_of_date
 ),
 
 visits_to_date as (

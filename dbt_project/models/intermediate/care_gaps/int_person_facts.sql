@@ -29,7 +29,7 @@ value_set_windows as (
 ),
 
 run_parameters as (
-    select cast('{{ var("as_of") }}' as date) as as_of_date
+    select {{ as_of_date() }} as as_of_date
 ),
 
 record_practice_types as (

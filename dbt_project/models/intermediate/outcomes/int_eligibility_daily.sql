@@ -6,6 +6,7 @@
         full_refresh=false,
         unlogged=false,
         on_schema_change='append_new_columns',
+        meta={'tests_read': 'the_night_this_run_wrote'},
         post_hook=[
             "drop index if exists {{ this.schema }}.int_eligibility_daily_as_of_idx",
             "create index if not exists int_eligibility_daily_night_idx on {{ this }} (as_of)",

@@ -8,7 +8,7 @@ with evaluations as (
 ),
 
 run_parameters as (
-    select cast('{{ var("as_of") }}' as date) as as_of_date
+    select {{ as_of_date() }} as as_of_date
 ),
 
 final as (
