@@ -286,11 +286,12 @@ def test_care_gaps_evaluated_incrementally_equal_a_full_evaluation_as_the_nights
     warehouse: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """int_care_gap_evaluations re-applies the rules only to the people whose inputs changed or whose
-    rows change by the calendar (a due date, a due-soon window, a trigger leaving its lookback), and
-    int_care_gap_closing_events derives again only the people with an event come into view. Night
-    after night, with days and weeks between them, and once back to an earlier date, both and care_gaps
-    must equal what a full rebuild for the same night gives; and a night must evaluate only some people
-    again."""
+    rows change by the calendar (a due date, a due-soon window, a trigger leaving its lookback),
+    int_care_gap_closing_events derives again only the people with an event come into view, and
+    int_person_facts only those with a birthday, a death date, a visit or a value set's window
+    reached. Night after night, with days and weeks between them, and once back to an earlier date, the
+    three and care_gaps must equal what a full rebuild for the same night gives; and a night must
+    evaluate and derive only some people again."""
     from reactivation.generate import generate_extract
     from reactivation.settings import get_settings
     from reactivation.transform import mart_fingerprints, run_dbt, run_dbt_build
@@ -307,16 +308,18 @@ def test_care_gaps_evaluated_incrementally_equal_a_full_evaluation_as_the_nights
     assert not _own_failures(first), first
     results_file = tmp_path / "state" / "dbt" / "target" / "run_results.json"
 
-    compared = ("intermediate.int_care_gap_closing_events", "marts.care_gaps")
+    compared = ("intermediate.int_care_gap_closing_events", "intermediate.int_person_facts", "marts.care_gaps")
     evaluated: dict[date, int] = {}
+    derived: dict[date, int] = {}
     for night in (AS_OF + timedelta(days=1), AS_OF + timedelta(days=45), AS_OF + timedelta(days=3)):
         summary = run_dbt_build(warehouse, as_of=night, select="+care_gaps")
         assert not _own_failures(summary), summary
         results = json.loads(results_file.read_text())["results"]
-        response = next(r for r in results if r["unique_id"].endswith(".int_care_gap_evaluations"))
-        evaluated[night] = response["adapter_response"]["rows_affected"]
+        written = {r["unique_id"].split(".")[-1]: r["adapter_response"].get("rows_affected") for r in results}
+        evaluated[night] = written["int_care_gap_evaluations"]
+        derived[night] = written["int_person_facts"]
         incremental = mart_fingerprints(warehouse, compared)
-        rebuilt = "int_care_gap_closing_events int_care_gap_evaluations care_gaps"
+        rebuilt = "int_care_gap_closing_events int_person_facts int_care_gap_evaluations care_gaps"
         process, _ = run_dbt(warehouse, ["run", "--full-refresh", "--select", rebuilt], as_of=night)
         assert process.returncode == 0, process.stdout[-3000:]
         assert mart_fingerprints(warehouse, compared) == incremental, night
@@ -327,6 +330,11 @@ def test_care_gaps_evaluated_incrementally_equal_a_full_evaluation_as_the_nights
     assert 0 < evaluated[AS_OF + timedelta(days=45)] < total / 2, evaluated
     # Back to an earlier night, every person is evaluated again.
     assert evaluated[AS_OF + timedelta(days=3)] >= total, evaluated
+    # The person facts likewise: six weeks of birthdays and visits derive some people again, not
+    # most; an earlier night derives everyone.
+    people = incremental["intermediate.int_person_facts"][0]
+    assert 0 < derived[AS_OF + timedelta(days=45)] < people / 2, derived
+    assert derived[AS_OF + timedelta(days=3)] == people, derived
 
 
 # -- incremental builds --------------------------------------------------------------------

@@ -7,7 +7,7 @@
 - The clinical events, and the events coded to the catalog's value sets, follow a re-delivered
   encounter that moved to another patient record.
 - The coded events and the closing events follow a record that identity matching puts under
-  another person.
+  another person, and the person facts a record that leaves its person.
 - A closing event dated after the as-of date comes into view on the night the as-of date reaches
   it, with no new load, and the new date costs dbt no whole-project parse.
 """
@@ -29,6 +29,7 @@ NEXT_DAY = "2026-11-02"
 DAY_AFTER = "2026-11-03"
 SELECTION = "+int_clinical_events_unioned"
 CODED_SELECTION = "+int_care_gap_closing_events"
+PEOPLE_SELECTION = "+int_care_gap_closing_events +int_person_facts"
 
 
 def _failed_tests(result: subprocess.CompletedProcess) -> set[str]:
@@ -137,12 +138,13 @@ def test_tests_read_the_rows_a_night_wrote_and_catch_collisions_with_earlier_row
 def test_the_events_follow_an_encounter_that_moved_to_another_record(warehouse: str, state_tmp: Path) -> None:
     """An encounter is keyed without its patient, so a re-delivered one can name another record: the
     record it left must lose its visit event and its coded event, as a full rebuild has it (and not
-    hold them twice)."""
+    hold them twice). The person facts derive again the people the nights touched, not everyone: a
+    location's visit counts grow with every visit, its practice type does not."""
     from reactivation.transform import mart_fingerprints
 
     reactivation = _command(warehouse, state_tmp)
     extract = state_tmp / "extract"
-    _first_night(reactivation, extract, CODED_SELECTION)
+    _first_night(reactivation, extract, PEOPLE_SELECTION)
 
     # A visit that no procedure, observation or condition names, of a visit type a value set holds,
     # booked to one record on the next day and moved to another the day after: nothing else of the
@@ -164,7 +166,7 @@ def test_the_events_follow_an_encounter_that_moved_to_another_record(warehouse: 
         _write_delta(delta, "encounters", [dict(visit, patient_id=patient_id)])
         loaded = reactivation("load", "--format", "csv", "--location", "loc_01", "--extract-date", as_of, str(delta))
         assert loaded.returncode == 0, loaded.stderr[-2000:]
-        built = reactivation("transform", "--as-of", as_of, "--select", CODED_SELECTION)
+        built = reactivation("transform", "--as-of", as_of, "--select", PEOPLE_SELECTION)
         assert built.returncode == 0, built.stdout[-3000:]
         with psycopg.connect(warehouse) as conn:
             for table in ("int_clinical_events_unioned", "int_clinical_events_coded"):
@@ -176,14 +178,20 @@ def test_the_events_follow_an_encounter_that_moved_to_another_record(warehouse: 
                     " where encounters.encounter_id = 'moved-visit-1'"
                 ).fetchall()
                 assert holders == [(patient_id,)], (night, table)
+            derived, people = conn.execute(
+                "select count(*) filter (where built_at = (select max(built_at) from intermediate.int_person_facts)),"
+                " count(*) from intermediate.int_person_facts"
+            ).fetchone()
+            assert 0 < derived < people / 2, (night, derived, people)
 
     tables = (
         "intermediate.int_clinical_events_unioned",
         "intermediate.int_clinical_events_coded",
         "intermediate.int_care_gap_closing_events",
+        "intermediate.int_person_facts",
     )
     incremental = mart_fingerprints(warehouse, tables)
-    rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", CODED_SELECTION, "--full-refresh")
+    rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", PEOPLE_SELECTION, "--full-refresh")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
     assert mart_fingerprints(warehouse, tables) == incremental
 
@@ -265,6 +273,84 @@ def test_the_coded_events_follow_a_record_matched_to_another_person(warehouse: s
     tables = ("intermediate.int_clinical_events_coded", "intermediate.int_care_gap_closing_events")
     incremental = mart_fingerprints(warehouse, tables)
     rebuilt = reactivation("transform", "--as-of", NEXT_DAY, "--select", CODED_SELECTION, "--full-refresh")
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
+    assert mart_fingerprints(warehouse, tables) == incremental
+
+
+def test_the_person_facts_follow_a_record_that_leaves_its_person(warehouse: str, state_tmp: Path) -> None:
+    """A duplicate record joins a person one night, bringing a procedure of a value set the person had
+    not; the next night its details change and it leaves to become a person of its own. The person it
+    left (whose id, profile and visits stay the same) must lose that value set, as a full rebuild has it:
+    only the record's move says so (int_patients_mapped.previous_person_id)."""
+    from reactivation.transform import mart_fingerprints
+
+    reactivation = _command(warehouse, state_tmp)
+    extract = state_tmp / "extract"
+    _first_night(reactivation, extract, PEOPLE_SELECTION)
+
+    with psycopg.connect(warehouse) as conn:
+        # A person with one record, and a coded procedure of another record in a value set they are not in.
+        patient_id, patient_key, person_id, value_set_id, procedure_code, system, performed = conn.execute(
+            "select patients.patient_id, patients.patient_key, facts.person_id, coded.value_set_id,"
+            " procedures.code, procedures.code_system, procedures.performed_at"
+            " from intermediate.int_person_facts as facts"
+            " inner join intermediate.int_patients_mapped as mapped on facts.person_id = mapped.person_id"
+            " inner join staging.stg_emr__patients as patients on mapped.patient_key = patients.patient_key"
+            " inner join intermediate.int_clinical_events_coded as coded"
+            " on coded.event_kind = 'procedure' and coded.person_id <> facts.person_id"
+            " and facts.active_value_set_ids not like '%%|' || coded.value_set_id || '|%%'"
+            " inner join staging.stg_emr__procedures as procedures on coded.event_id = procedures.procedure_key"
+            " where (select count(*) from intermediate.int_patients_mapped as own"
+            " where own.person_id = facts.person_id) = 1"
+            " order by patients.patient_key, coded.event_id limit 1"
+        ).fetchone()
+        # The duplicate's id: one whose key sorts after the record's, so the person keeps its id.
+        duplicate_id = conn.execute(
+            "select candidate from generate_series(1, 1000) as n,"
+            " lateral (select 'dup-' || n as candidate) as named,"
+            " lateral (select md5(patients.source_system || '|' || patients.source_location_id"
+            " || '|' || named.candidate) as candidate_key"
+            " from staging.stg_emr__patients as patients where patients.patient_key = %s) as keyed"
+            " where keyed.candidate_key > %s order by n limit 1",
+            (patient_key, patient_key),
+        ).fetchone()[0]
+    record = next(row for row in _read(extract, "patients") if row["patient_id"] == patient_id)
+    procedure = {"patient_id": duplicate_id, "code": procedure_code, "code_system": system,
+                 "performed_at": performed.isoformat(), "encounter_id": "", "description": "Procedure"}  # fmt: skip
+    stranger = dict(record, patient_id=duplicate_id, first_name="Zebulon", last_name="Quarrington",
+                    birth_date="1911-11-11", phone="+1 212 555 0199", email="zq@example.org",
+                    address_line="1 Nowhere Ln", postal_code="99999")  # fmt: skip
+
+    def in_value_set(person: str) -> bool:
+        with psycopg.connect(warehouse) as conn:
+            listed = conn.execute(
+                "select active_value_set_ids from intermediate.int_person_facts where person_id = %s", (person,)
+            ).fetchone()[0]
+        return f"|{value_set_id}|" in listed
+
+    for night, as_of, duplicate in (("joined", NEXT_DAY, dict(record, patient_id=duplicate_id)),
+                                    ("left", DAY_AFTER, stranger)):  # fmt: skip
+        delta = state_tmp / night / "loc_01"
+        _write_delta(delta, "patients", [duplicate])
+        if night == "joined":
+            _write_delta(delta, "procedures", [procedure])
+        loaded = reactivation("load", "--format", "csv", "--location", "loc_01", "--extract-date", as_of, str(delta))
+        assert loaded.returncode == 0, loaded.stderr[-2000:]
+        built = reactivation("transform", "--as-of", as_of, "--select", PEOPLE_SELECTION)
+        assert built.returncode == 0, built.stdout[-3000:]
+        with psycopg.connect(warehouse) as conn:
+            holder = conn.execute(
+                "select mapped.person_id from intermediate.int_patients_mapped as mapped"
+                " inner join staging.stg_emr__patients as patients on mapped.patient_key = patients.patient_key"
+                " where patients.patient_id = %s",
+                (duplicate_id,),
+            ).fetchone()[0]
+        assert (holder == person_id) == (night == "joined"), night
+        assert in_value_set(person_id) == (night == "joined"), night
+
+    tables = ("intermediate.int_person_facts",)
+    incremental = mart_fingerprints(warehouse, tables)
+    rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", PEOPLE_SELECTION, "--full-refresh")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
     assert mart_fingerprints(warehouse, tables) == incremental
 

@@ -16,6 +16,9 @@
     are kept as the table's comment. -#}
 
 {% macro closing_events_definition() -%}
+    {%- if not execute -%}
+        {{- return('') -}}
+    {%- endif -%}
     {%- set value_sets = run_query(
         "select coalesce(string_agg(cast(rule_value_sets as " ~ dbt.type_string() ~ "), '|'"
         ~ " order by cast(rule_value_sets as " ~ dbt.type_string() ~ ")), '') from "
@@ -25,17 +28,7 @@
 {%- endmacro %}
 
 {% macro closing_events_rebuilt_whole(relation) -%}
-    {%- if not execute or relation is none or not is_incremental() -%}
-        {{- return(true) -}}
-    {%- endif -%}
-    {%- set stored = stored_table_comment(relation) -%}
-    {%- if not stored.startswith(closing_events_definition() ~ ' as_of ') -%}
-        {{- return(true) -}}
-    {%- endif -%}
-    {%- if stored.split(' as_of ')[1] > as_of_value() -%}
-        {{- return(true) -}}
-    {%- endif -%}
-    {{- return(written_whole_tonight(ref('int_clinical_events_coded'))) -}}
+    {{- return(rebuilt_whole_tonight(relation, closing_events_definition, ref('int_clinical_events_coded'))) -}}
 {%- endmacro %}
 
 {#- Pre-hook: the people derived again tonight, in a temporary table the model reads, and
@@ -45,7 +38,7 @@
         {%- if closing_events_rebuilt_whole(relation) -%}
             truncate {{ relation }}
         {%- else -%}
-            {%- set last_as_of = stored_table_comment(relation).split(' as_of ')[1] -%}
+            {%- set last_as_of = stored_as_of(relation) -%}
             drop table if exists pg_temp.closing_events_people_tonight;
             create temporary table closing_events_people_tonight as
             with records_rederived as (
@@ -70,12 +63,5 @@
             delete from {{ relation }}
             where person_id in (select people.person_id from pg_temp.closing_events_people_tonight as people)
         {%- endif -%}
-    {%- endif -%}
-{%- endmacro %}
-
-{#- Post-hook: the definition and the as-of date the rows now hold, for the next night. -#}
-{% macro closing_events_remember_definition(relation) -%}
-    {%- if execute -%}
-        comment on table {{ relation }} is '{{ closing_events_definition() }} as_of {{ as_of_value() }}'
     {%- endif -%}
 {%- endmacro %}

@@ -99,3 +99,35 @@
         )
     {%- endif -%}
 {%- endmacro %}
+
+{#- Models incremental by person that hold rows for an as-of date (int_care_gap_closing_events,
+    int_person_facts) keep "<definition> as_of <date>" as the table's comment. -#}
+
+{#- True when tonight's run must rebuild `relation` whole: a first build or --full-refresh, a
+    changed definition (`definition`: the macro that gives it, called only on an incremental
+    night), an as-of date before the last night's, or `upstream` written whole tonight. -#}
+{% macro rebuilt_whole_tonight(relation, definition, upstream) -%}
+    {%- if not execute or relation is none or not is_incremental() -%}
+        {{- return(true) -}}
+    {%- endif -%}
+    {%- set stored = stored_table_comment(relation) -%}
+    {%- if not stored.startswith(definition() ~ ' as_of ') -%}
+        {{- return(true) -}}
+    {%- endif -%}
+    {%- if stored.split(' as_of ')[1] > as_of_value() -%}
+        {{- return(true) -}}
+    {%- endif -%}
+    {{- return(written_whole_tonight(upstream)) -}}
+{%- endmacro %}
+
+{#- The as-of date the stored rows hold (from the table's comment). -#}
+{% macro stored_as_of(relation) -%}
+    {{- return(stored_table_comment(relation).split(' as_of ')[1]) -}}
+{%- endmacro %}
+
+{#- Post-hook: the definition and the as-of date the rows now hold, for the next night. -#}
+{% macro remember_definition_and_as_of(relation, definition) -%}
+    {%- if execute -%}
+        comment on table {{ relation }} is '{{ definition }} as_of {{ as_of_value() }}'
+    {%- endif -%}
+{%- endmacro %}

@@ -170,6 +170,7 @@ INCREMENTAL_CHECKED_TABLES = (
     "intermediate.int_patients_mapped",
     "intermediate.int_clinical_events_coded",
     "intermediate.int_care_gap_closing_events",
+    "intermediate.int_person_facts",
     "intermediate.int_patient_match_pairs",
     "intermediate.int_patient_blocking_keys",
     "marts.person_sources",
@@ -186,15 +187,17 @@ INCREMENTAL_CHECKED_TABLES = (
 def mart_fingerprints(url: str, tables: tuple[str, ...] = INCREMENTAL_CHECKED_TABLES) -> dict[str, tuple[int, str]]:
     """Row count and an order-independent hash of each table (``INCREMENTAL_CHECKED_TABLES`` by default).
 
-    ``built_at`` (when the build that wrote a row started) is left out: rows a night did not rewrite
-    keep an earlier night's stamp, and equal rows of two builds differ only there."""
+    ``built_at`` (when the build that wrote a row started) and the bridge's ``previous_person_id``
+    (whom a record left, on the night it moved) are left out: they say what a night changed, so rows
+    a night did not rewrite keep an earlier night's, and equal rows of two builds differ only there."""
     import psycopg
 
     with psycopg.connect(url) as conn:
         return {
             table: conn.execute(
                 f"select count(*), md5(coalesce(string_agg(row_hash, '' order by row_hash), ''))"
-                f" from (select md5((to_jsonb(t) - 'built_at')::text) as row_hash from {table} as t) as hashed"
+                f" from (select md5((to_jsonb(t) - 'built_at' - 'previous_person_id')::text) as row_hash"
+                f" from {table} as t) as hashed"
             ).fetchone()
             for table in tables
         }

@@ -51,9 +51,29 @@ rule_value_sets as (
 ),
 
 -- Read twice (hashed for the scope, then filtered to it), scanned twice rather than
--- held in memory: a scan costs less than keeping a million rows.
+-- held in memory: a scan costs less than keeping a million rows. The person facts without
+-- built_at: a person derived again with the same facts is not evaluated again.
 all_person_facts as not materialized (
-    select * from {{ ref('int_person_facts') }}
+    select
+        person_id,
+        home_location_id,
+        birth_date,
+        sex,
+        age_years,
+        is_deceased,
+        deceased_date,
+        is_medical_patient,
+        is_dental_patient,
+        medical_location_id,
+        dental_location_id,
+        last_visit_date,
+        last_visit_location_id,
+        last_medical_visit_date,
+        last_medical_location_id,
+        last_dental_visit_date,
+        last_dental_location_id,
+        active_value_set_ids
+    from {{ ref('int_person_facts') }}
 ),
 
 all_closing_events as not materialized (

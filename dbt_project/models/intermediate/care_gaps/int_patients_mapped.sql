@@ -16,8 +16,9 @@
 -- with the person identity matching assigned it (through person_sources.patient_key).
 -- Incremental: a night writes only the records that are new or whose row changed (another
 -- person, another home location), so the rows it wrote (built_at) say which records moved:
--- int_clinical_events_coded re-derives those. A record staging no longer holds (a
--- re-delivered file) leaves in the post-hook.
+-- int_clinical_events_coded re-derives those. A changed row names the person the record
+-- belonged to before (previous_person_id): int_person_facts derives that person again too.
+-- A record staging no longer holds (a re-delivered file) leaves in the post-hook.
 with patients as (
     select * from {{ ref('stg_emr__patients') }}
 ),
@@ -42,6 +43,11 @@ mapped as (
 final as (
     select
         mapped.*,
+        {%- if is_incremental() %}
+            held.person_id as previous_person_id,
+        {%- else %}
+            cast(null as {{ dbt.type_string() }}) as previous_person_id,
+        {%- endif %}
         {{ build_started_at() }} as built_at
     from mapped
     {%- if is_incremental() %}

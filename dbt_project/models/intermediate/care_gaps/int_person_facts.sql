@@ -1,15 +1,36 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        meta={'tests_read': 'rows_this_run_wrote'},
+        pre_hook="{{ person_facts_forget_people_to_rederive(this) }}",
+        post_hook=[
+            "create index if not exists int_person_facts_person_idx on {{ this }} (person_id)",
+            "{{ remember_definition_and_as_of(this, person_facts_definition()) }}",
+        ],
+    )
+}}
+
 -- What the care-gap rules need to know about each person on the as-of date: age,
 -- sex, whether they were alive, which kinds of practice (medical, dental) they
 -- are a patient of, their last visits, and every value set they are "in":
 -- an unresolved condition, or any other coded event on or before the as-of date
 -- (a mastectomy, a periodontal treatment); for value sets with a window
 -- (value_set_windows: hospice and palliative care, 12 months) only recent events.
+-- Incremental by person (macros/person_facts_incremental.sql): a night derives again the
+-- people whose records, profile, age, death, last visits or value sets can have changed
+-- since the last night; every other row stands.
+-- The records re-derived tonight, read by the pre-hook:
+-- depends_on: {{ ref('int_clinical_events_unioned') }}
 with persons as (
     select * from {{ ref('int_person_profiles') }}
+    {{ person_facts_people_tonight('person_id') }}
 ),
 
 patients as (
     select * from {{ ref('int_patients_mapped') }}
+    {{ person_facts_people_tonight('person_id') }}
 ),
 
 locations as (
@@ -18,10 +39,12 @@ locations as (
 
 last_visits as (
     select * from {{ ref('int_last_completed_visits') }}
+    {{ person_facts_people_tonight('person_id') }}
 ),
 
 coded_events as (
     select * from {{ ref('int_clinical_events_coded') }}
+    {{ person_facts_people_tonight('person_id') }}
 ),
 
 value_set_windows as (
@@ -88,19 +111,7 @@ final as (
         persons.home_location_id,
         persons.birth_date,
         persons.sex,
-        cast(
-            floor(
-                (
-                    {{ dbt.datediff('persons.birth_date', 'run_parameters.as_of_date', 'month') }}
-                    - case
-                        when
-                            extract(day from run_parameters.as_of_date) < extract(day from persons.birth_date)
-                            then 1
-                        else 0
-                    end
-                ) / 12.0
-            ) as {{ dbt.type_int() }}
-        ) as age_years,
+        {{ age_in_years('persons.birth_date', 'run_parameters.as_of_date') }} as age_years,
         coalesce(persons.is_deceased, false)
         and (persons.deceased_date is null or persons.deceased_date <= run_parameters.as_of_date) as is_deceased,
         persons.deceased_date,
@@ -124,7 +135,8 @@ final as (
         last_visits.last_medical_location_id,
         last_visits.last_dental_visit_date,
         last_visits.last_dental_location_id,
-        coalesce(value_set_lists.active_value_set_ids, '|') as active_value_set_ids
+        coalesce(value_set_lists.active_value_set_ids, '|') as active_value_set_ids,
+        {{ build_started_at() }} as built_at
     from persons
     cross join run_parameters
     left join practice_membership
