@@ -11,7 +11,7 @@
         ],
         post_hook=[
             "create index if not exists int_care_gap_closing_events_person_idx on {{ this }} (person_id)",
-            "{{ closing_events_remember_definition(this) }}",
+            "{{ remember_definition_and_as_of(this, closing_events_definition()) }}",
         ],
     )
 }}
