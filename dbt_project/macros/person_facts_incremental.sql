@@ -51,6 +51,7 @@
         {%- if rebuilt_whole_tonight(relation, person_facts_definition, ref('int_clinical_events_coded')) -%}
             truncate {{ relation }}
         {%- else -%}
+            {%- set last_night = "cast('" ~ stored_as_of(relation) ~ "' as date)" -%}
             drop table if exists pg_temp.person_facts_people_tonight;
             create temporary table person_facts_people_tonight as
             with records_rederived as (
@@ -60,7 +61,17 @@
             run_parameters as (
                 select
                     {{ as_of_date() }} as as_of_date,
-                    cast('{{ stored_as_of(relation) }}' as date) as last_as_of_date
+                    {{ last_night }} as last_as_of_date
+            ),
+
+            windows as materialized (
+                select
+                    value_set_windows.value_set_id,
+                    {{ dbt.dateadd('month', '-1 * value_set_windows.lookback_months', last_night) }} as leaving_after,
+                    {{ dbt.dateadd('month', '-1 * value_set_windows.lookback_months', as_of_date()) }}
+                        as leaving_through
+                from {{ ref('value_set_windows') }} as value_set_windows
+                where value_set_windows.lookback_months is not null
             ),
 
             mapped as (
@@ -118,24 +129,25 @@
                     held.last_dental_location_id
                 )
             union
+            {#- One scan of the coded events with the dates as constants (a join to run_parameters
+                would do the date arithmetic for each of millions of rows); an event of a windowed
+                value set leaves the window when its date falls between the two nights' window starts. #}
             select coded.person_id
             from {{ ref('int_clinical_events_coded') }} as coded
-            cross join run_parameters
-            left join {{ ref('value_set_windows') }} as value_set_windows
-                on coded.value_set_id = value_set_windows.value_set_id
             where
-                (coded.event_date > run_parameters.last_as_of_date and coded.event_date <= run_parameters.as_of_date)
-                or (
-                    coded.active_until > run_parameters.last_as_of_date
-                    and coded.active_until <= run_parameters.as_of_date
-                )
+                (coded.event_date > {{ last_night }} and coded.event_date <= {{ as_of_date() }})
+                or (coded.active_until > {{ last_night }} and coded.active_until <= {{ as_of_date() }})
                 or (
                     coded.event_kind <> 'condition'
-                    and value_set_windows.lookback_months is not null
-                    and coded.event_date
-                    > {{ dbt.dateadd('month', '-1 * value_set_windows.lookback_months', 'run_parameters.last_as_of_date') }}
-                    and coded.event_date
-                    <= {{ dbt.dateadd('month', '-1 * value_set_windows.lookback_months', 'run_parameters.as_of_date') }}
+                    and coded.value_set_id in (select windows.value_set_id from windows)
+                    and exists (
+                        select 1
+                        from windows
+                        where
+                            windows.value_set_id = coded.value_set_id
+                            and coded.event_date > windows.leaving_after
+                            and coded.event_date <= windows.leaving_through
+                    )
                 );
             analyze pg_temp.person_facts_people_tonight;
             delete from {{ relation }}
@@ -148,5 +160,26 @@
 {% macro person_facts_people_tonight(person_id) -%}
     {%- if not rebuilt_whole_tonight(this, person_facts_definition, ref('int_clinical_events_coded')) -%}
         where {{ person_id }} in (select people.person_id from pg_temp.person_facts_people_tonight as people)
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The coded events' filter: the events of those people's records, found through the bridge and
+    read by the coded events' record index (a nested loop: a few thousand records of six million
+    rows). A whole build reads every row, and plans its joins of millions of rows without nested
+    loops (the planner sometimes misjudges them). -#}
+{% macro person_facts_records_tonight(patient_key) -%}
+    {%- if not rebuilt_whole_tonight(this, person_facts_definition, ref('int_clinical_events_coded')) -%}
+        where {{ patient_key }} in (
+            select mapped.patient_key
+            from {{ ref('int_patients_mapped') }} as mapped
+            where mapped.person_id in (select people.person_id from pg_temp.person_facts_people_tonight as people)
+        )
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro person_facts_plan_settings() -%}
+    {%- set whole = rebuilt_whole_tonight(this, person_facts_definition, ref('int_clinical_events_coded')) -%}
+    {%- if target.type == 'postgres' and whole -%}
+        set local enable_nestloop = off
     {%- endif -%}
 {%- endmacro %}

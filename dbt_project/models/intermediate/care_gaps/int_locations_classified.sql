@@ -67,26 +67,30 @@ location_names as (
     group by source_system, location_id
 ),
 
+-- Each source's locations grouped on their own (a handful of rows each) before the
+-- union: a union of the raw rows would sort every encounter, appointment and patient.
 referenced_locations as (
     select
         source_system,
         location_id
-    from locations
+    from location_names
     union
     select
         source_system,
         location_id
-    from encounters
+    from encounter_mix
     union
     select
         source_system,
         location_id
     from appointments
+    group by source_system, location_id
     union
     select
         source_system,
         location_id
     from patients
+    group by source_system, location_id
 ),
 
 final as (

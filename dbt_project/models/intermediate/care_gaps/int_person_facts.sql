@@ -4,7 +4,10 @@
         incremental_strategy='append',
         on_schema_change='fail',
         meta={'tests_read': 'rows_this_run_wrote'},
-        pre_hook="{{ person_facts_forget_people_to_rederive(this) }}",
+        pre_hook=[
+            "{{ person_facts_plan_settings() }}",
+            "{{ person_facts_forget_people_to_rederive(this) }}",
+        ],
         post_hook=[
             "create index if not exists int_person_facts_person_idx on {{ this }} (person_id)",
             "{{ remember_definition_and_as_of(this, person_facts_definition()) }}",
@@ -44,7 +47,7 @@ last_visits as (
 
 coded_events as (
     select * from {{ ref('int_clinical_events_coded') }}
-    {{ person_facts_people_tonight('person_id') }}
+    {{ person_facts_records_tonight('patient_key') }}
 ),
 
 value_set_windows as (
