@@ -73,6 +73,20 @@ def _write_delta(folder: Path, entity: str, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _duplicate_id(conn: psycopg.Connection, patient_key: str, *, before: bool) -> str:
+    """A new patient id at the record's location whose patient key (the hash staging computes) sorts
+    before (or after) the record's: the person's id is the hash of the smallest key of their records."""
+    return conn.execute(
+        "select candidate from generate_series(1, 1000) as n,"
+        " lateral (select 'dup-' || n as candidate) as named,"
+        " lateral (select md5(patients.source_system || '|' || patients.source_location_id"
+        " || '|' || named.candidate) as candidate_key"
+        " from staging.stg_emr__patients as patients where patients.patient_key = %s) as keyed"
+        f" where keyed.candidate_key {'<' if before else '>'} %s order by n limit 1",
+        (patient_key, patient_key),
+    ).fetchone()[0]
+
+
 def _read(extract: Path, entity: str) -> list[dict]:
     with (extract / "loc_01" / f"{entity}.csv").open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
@@ -215,16 +229,8 @@ def test_the_coded_events_follow_a_record_matched_to_another_person(warehouse: s
             " inner join staging.stg_emr__patients as patients on closing.evidence_patient_key = patients.patient_key"
             " order by patients.patient_key desc limit 1"
         ).fetchone()
-        # The duplicate's id: the first whose key (the same hash staging computes) sorts before the record's.
-        duplicate_id = conn.execute(
-            "select candidate from generate_series(1, 1000) as n,"
-            " lateral (select 'dup-' || n as candidate) as named,"
-            " lateral (select md5(patients.source_system || '|' || patients.source_location_id"
-            " || '|' || named.candidate) as candidate_key"
-            " from staging.stg_emr__patients as patients where patients.patient_key = %s) as keyed"
-            " where keyed.candidate_key < %s order by n limit 1",
-            (patient_key, patient_key),
-        ).fetchone()[0]
+        # The duplicate's id: the first whose key sorts before the record's.
+        duplicate_id = _duplicate_id(conn, patient_key, before=True)
     record = next(row for row in _read(extract, "patients") if row["patient_id"] == patient_id)
     delta = state_tmp / "duplicate" / "loc_01"
     _write_delta(delta, "patients", [dict(record, patient_id=duplicate_id)])
@@ -305,15 +311,7 @@ def test_the_person_facts_follow_a_record_that_leaves_its_person(warehouse: str,
             " order by patients.patient_key, coded.event_id limit 1"
         ).fetchone()
         # The duplicate's id: one whose key sorts after the record's, so the person keeps its id.
-        duplicate_id = conn.execute(
-            "select candidate from generate_series(1, 1000) as n,"
-            " lateral (select 'dup-' || n as candidate) as named,"
-            " lateral (select md5(patients.source_system || '|' || patients.source_location_id"
-            " || '|' || named.candidate) as candidate_key"
-            " from staging.stg_emr__patients as patients where patients.patient_key = %s) as keyed"
-            " where keyed.candidate_key > %s order by n limit 1",
-            (patient_key, patient_key),
-        ).fetchone()[0]
+        duplicate_id = _duplicate_id(conn, patient_key, before=False)
     record = next(row for row in _read(extract, "patients") if row["patient_id"] == patient_id)
     procedure = {"patient_id": duplicate_id, "code": procedure_code, "code_system": system,
                  "performed_at": performed.isoformat(), "encounter_id": "", "description": "Procedure"}  # fmt: skip
