@@ -8,6 +8,7 @@
   encounter that moved to another patient record.
 - The coded events and the closing events follow a record that identity matching puts under
   another person, and the person facts a record that leaves its person.
+- The households follow a person who moves out and a newcomer who shares a household's phone.
 - A closing event dated after the as-of date comes into view on the night the as-of date reaches
   it, with no new load, and the new date costs dbt no whole-project parse.
 """
@@ -30,6 +31,7 @@ DAY_AFTER = "2026-11-03"
 SELECTION = "+int_clinical_events_unioned"
 CODED_SELECTION = "+int_care_gap_closing_events"
 PEOPLE_SELECTION = "+int_care_gap_closing_events +int_person_facts"
+HOUSEHOLD_SELECTION = "+int_households"
 
 
 def _failed_tests(result: subprocess.CompletedProcess) -> set[str]:
@@ -398,6 +400,89 @@ def test_a_closing_event_comes_into_view_when_the_as_of_date_reaches_it(warehous
         assert "Partial parse save file not found" not in night_log
     incremental = mart_fingerprints(warehouse, tables)
     rebuilt = reactivation("transform", "--as-of", DAY_AFTER, "--select", CODED_SELECTION, "--full-refresh")
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
+    assert mart_fingerprints(warehouse, tables) == incremental
+
+
+def test_the_households_follow_a_person_who_moves_out_and_a_new_one_who_shares_a_phone(
+    warehouse: str, state_tmp: Path
+) -> None:
+    """One night a person moves out (a new address and phone: no link left) and a new patient arrives
+    with another household's phone. The mover must live alone, the rest of their household must stay
+    together without them, and the newcomer must join the phone's household, as a full rebuild has
+    it; the night groups again only the people whose links changed and their households."""
+    from reactivation.transform import mart_fingerprints
+
+    reactivation = _command(warehouse, state_tmp)
+    extract = state_tmp / "extract"
+    _first_night(reactivation, extract, HOUSEHOLD_SELECTION)
+
+    with psycopg.connect(warehouse) as conn:
+        people = conn.execute("select count(*) from intermediate.int_households").fetchone()[0]
+        # A person of one record in a household of two or more, linked by anything but a guarantor.
+        mover_id, mover, household = conn.execute(
+            "select patients.patient_id, households.person_id, households.household_id"
+            " from intermediate.int_households as households"
+            " inner join intermediate.int_patients_identified as identified"
+            " on households.person_id = identified.person_id"
+            " inner join staging.stg_emr__patients as patients on identified.patient_key = patients.patient_key"
+            " where households.household_size >= 2 and households.linked_by not like '%%guarantor%%'"
+            " and (select count(*) from intermediate.int_patients_identified as own"
+            " where own.person_id = households.person_id) = 1"
+            " order by households.person_id limit 1"
+        ).fetchone()
+        housemates = {row[0] for row in conn.execute(
+            "select person_id from intermediate.int_households where household_id = %s and person_id <> %s",
+            (household, mover),
+        )}  # fmt: skip
+        # Another household's member with a valid phone shared by few.
+        host_id, host, host_size = conn.execute(
+            "select patients.patient_id, households.person_id, households.household_size"
+            " from intermediate.int_households as households"
+            " inner join intermediate.int_patients_identified as identified"
+            " on households.person_id = identified.person_id"
+            " inner join intermediate.int_patients_normalised as patients on identified.patient_key = patients.patient_key"
+            " where households.household_id <> %s and patients.phone_e164_valid is not null"
+            " and households.household_size < 4"
+            " order by households.person_id limit 1",
+            (household,),
+        ).fetchone()
+    records = {row["patient_id"]: row for row in _read(extract, "patients")}
+    moved = dict(records[mover_id], address_line="1 Nowhere Ln", postal_code="99999", phone="+1 212 555 0199",
+                 household_key="", guarantor_id="")  # fmt: skip
+    newcomer = dict(records[host_id], patient_id="hh-newcomer", first_name="Zebulon", last_name="Quarrington",
+                    birth_date="1911-11-11", email="zq@example.org", address_line="2 Elsewhere Rd",
+                    postal_code="99998", household_key="", guarantor_id="")  # fmt: skip
+    delta = state_tmp / "night" / "loc_01"
+    _write_delta(delta, "patients", [moved, newcomer])
+    loaded = reactivation("load", "--format", "csv", "--location", "loc_01", "--extract-date", NEXT_DAY, str(delta))
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    built = reactivation("transform", "--as-of", NEXT_DAY, "--select", HOUSEHOLD_SELECTION)
+    assert built.returncode == 0, built.stdout[-3000:]
+
+    with psycopg.connect(warehouse) as conn:
+        rows = {row[0]: row[1:] for row in conn.execute(
+            "select person_id, household_id, household_size, built_at = (select max(built_at)"
+            " from intermediate.int_households) from intermediate.int_households"
+        )}  # fmt: skip
+        newcomer_person = conn.execute(
+            "select identified.person_id from intermediate.int_patients_identified as identified"
+            " inner join staging.stg_emr__patients as patients on identified.patient_key = patients.patient_key"
+            " where patients.patient_id = 'hh-newcomer'"
+        ).fetchone()[0]
+    assert newcomer_person != host
+    assert rows[mover][1] == 1
+    assert all(rows[mate][0] != rows[mover][0] for mate in housemates)
+    assert len({rows[mate][0] for mate in housemates}) == 1
+    assert all(rows[mate][1] == len(housemates) for mate in housemates)
+    assert rows[newcomer_person][0] == rows[host][0]
+    assert rows[host][1] == host_size + 1
+    regrouped = sum(1 for row in rows.values() if row[2])
+    assert 1 + len(housemates) + host_size + 1 <= regrouped < people / 2, (regrouped, people)
+
+    tables = ("intermediate.int_households",)
+    incremental = mart_fingerprints(warehouse, tables)
+    rebuilt = reactivation("transform", "--as-of", NEXT_DAY, "--select", HOUSEHOLD_SELECTION, "--full-refresh")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
     assert mart_fingerprints(warehouse, tables) == incremental
 
