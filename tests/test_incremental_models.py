@@ -441,7 +441,8 @@ def test_the_households_follow_a_person_who_moves_out_and_a_new_one_who_shares_a
             " from intermediate.int_households as households"
             " inner join intermediate.int_patients_identified as identified"
             " on households.person_id = identified.person_id"
-            " inner join intermediate.int_patients_normalised as patients on identified.patient_key = patients.patient_key"
+            " inner join intermediate.int_patients_normalised as patients"
+            " on identified.patient_key = patients.patient_key"
             " where households.household_id <> %s and patients.phone_e164_valid is not null"
             " and households.household_size < 4"
             " order by households.person_id limit 1",
