@@ -96,10 +96,3 @@
         where {{ person_id }} in (select people.person_id from pg_temp.households_people_tonight as people)
     {%- endif -%}
 {%- endmacro %}
-
-{#- Post-hook: the definition the rows follow from, kept for the next night's check. -#}
-{% macro households_remember_definition(relation) -%}
-    {%- if execute -%}
-        comment on table {{ relation }} is '{{ households_definition() }}'
-    {%- endif -%}
-{%- endmacro %}

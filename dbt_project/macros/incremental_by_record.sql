@@ -42,13 +42,14 @@
     {{- return(stored.columns[0].values()[0] or '') -}}
 {%- endmacro %}
 
-{#- The hash of what the coded events follow from: the model's SQL and the value sets. -#}
-{% macro coded_events_definition_hash() -%}
+{#- What the coded events follow from, as kept in the table's comment: the hash of the model's
+    SQL and the value sets. -#}
+{% macro coded_events_definition() -%}
     {%- set value_sets = run_query(
         "select coalesce(string_agg(cast(value_sets as " ~ dbt.type_string() ~ "), '|'"
         ~ " order by cast(value_sets as " ~ dbt.type_string() ~ ")), '') from " ~ ref('value_sets') ~ " as value_sets"
     ) -%}
-    {{- return(local_md5(model.raw_code ~ '|' ~ value_sets.columns[0].values()[0])) -}}
+    {{- return('definition ' ~ local_md5(model.raw_code ~ '|' ~ value_sets.columns[0].values()[0])) -}}
 {%- endmacro %}
 
 {#- True when tonight's incremental run must rebuild the coded events whole (see above). -#}
@@ -56,7 +57,7 @@
     {%- if not execute or relation is none or not is_incremental() -%}
         {{- return(true) -}}
     {%- endif -%}
-    {%- if stored_table_comment(relation) != 'definition ' ~ coded_events_definition_hash() -%}
+    {%- if stored_table_comment(relation) != coded_events_definition() -%}
         {{- return(true) -}}
     {%- endif -%}
     {{- return(written_whole_tonight(ref('int_clinical_events_unioned'))) -}}
@@ -80,10 +81,11 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Post-hook: the definition the rows follow from, kept for the next night's check. -#}
-{% macro coded_events_remember_definition(relation) -%}
+{#- Post-hook: the definition the rows follow from (`definition`: the macro that gives it,
+    called only when the hook runs), kept as the table's comment for the next night's check. -#}
+{% macro remember_definition(relation, definition) -%}
     {%- if execute -%}
-        comment on table {{ relation }} is 'definition {{ coded_events_definition_hash() }}'
+        comment on table {{ relation }} is '{{ definition() }}'
     {%- endif -%}
 {%- endmacro %}
 

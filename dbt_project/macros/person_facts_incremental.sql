@@ -59,9 +59,7 @@
             ),
 
             run_parameters as (
-                select
-                    {{ as_of_date() }} as as_of_date,
-                    {{ last_night }} as last_as_of_date
+                select {{ as_of_date() }} as as_of_date
             ),
 
             windows as materialized (

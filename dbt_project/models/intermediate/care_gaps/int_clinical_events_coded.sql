@@ -8,7 +8,7 @@
         post_hook=[
             "{{ coded_events_forget_replaced_rows(this) }}",
             "create index if not exists int_clinical_events_coded_record_idx on {{ this }} (patient_key)",
-            "{{ coded_events_remember_definition(this) }}",
+            "{{ remember_definition(this, coded_events_definition) }}",
         ],
     )
 }}

@@ -8,7 +8,7 @@
         post_hook=[
             "create index if not exists int_households_person_idx on {{ this }} (person_id)",
             "create index if not exists int_households_household_idx on {{ this }} (household_id)",
-            "{{ households_remember_definition(this) }}",
+            "{{ remember_definition(this, households_definition) }}",
         ],
     )
 }}
